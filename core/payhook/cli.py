@@ -1,0 +1,131 @@
+"""The `payhook` command: serve, worker, db upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+
+from . import migrations
+from .config import Config, ConfigError, load_config
+from .store import Store
+
+__all__ = ["main"]
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    envvar="PAYHOOK_CONFIG",
+    help="The TOML configuration file (or $PAYHOOK_CONFIG).",
+)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+@click.version_option(package_name="payhook")
+def main() -> None:
+    """Receive Stripe webhooks for many tenants and run plugin handlers on them."""
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--worker/--no-worker",
+    default=None,
+    help="Run handler processing in this process (default: [processing] worker).",
+)
+def serve(config_path: str, host: str, port: int, log_level: str, worker: bool | None) -> None:
+    """Run the webhook receiver (uvicorn)."""
+    import uvicorn
+
+    from .app import create_app
+
+    _configure_logging(log_level)
+    config = _load(config_path)
+    try:
+        # An embedded SQLite file is ours to keep current; a shared PostgreSQL is upgraded
+        # on purpose, with `payhook db upgrade`, before new code is rolled out.
+        app = create_app(config, migrate=config.database.is_sqlite, run_worker=worker)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    options: dict[str, Any] = {"loop": "auto", "http": "auto"}
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        **options,
+    )
+
+
+@main.command()
+@config_option
+@click.option("--log-level", default="info", show_default=True)
+def worker(config_path: str, log_level: str) -> None:
+    """Process handler runs (for running apart from `serve`)."""
+    from .app import Payhook
+
+    _configure_logging(log_level)
+    config = _load(config_path)
+    try:
+        payhook = Payhook(config, migrate=config.database.is_sqlite, run_worker=True)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    asyncio.run(_run_worker(payhook))
+
+
+async def _run_worker(payhook: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await payhook.start()
+    click.echo("payhook worker running; SIGTERM or Ctrl-C stops it", err=True)
+    await stop.wait()
+    await payhook.stop()
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+@config_option
+def upgrade(config_path: str) -> None:
+    """Apply the core's and installed plugins' migrations."""
+    config = _load(config_path)
+    store = Store(config.database)
+    try:
+        migrations.upgrade(store.engine)
+    finally:
+        store.dispose()
+    click.echo("database is up to date")

@@ -1,0 +1,49 @@
+"""The core's hooks. Plugins implement them with `@payhook.hookimpl`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .config import TenantConfig
+    from .context import HandlerContext
+    from .plugins import PluginHost
+    from .types import Handler, Register, StoredEvent
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("payhook")
+hookimpl = pluggy.HookimplMarker("payhook")
+
+
+@hookspec
+def register_handlers(register: Register) -> None:
+    """Declare handlers: call `register(event_type, handler)` once per pair.
+
+    `event_type` is an exact Stripe type or a pattern such as `"charge.dispute.*"` or `"*"`.
+    """
+
+
+@hookspec(firstresult=True)
+def run_handler(handler: Handler, event: Any, ctx: HandlerContext) -> Any:
+    """Call `handler(event, ctx)` inside its transaction.
+
+    The core's implementation runs last; observers wrap it with `wrapper=True`.
+    """
+
+
+@hookspec
+def event_stored(event: StoredEvent, tenant: TenantConfig) -> None:
+    """An event was committed to the store (called for new events only). Keep it quick."""
+
+
+@hookspec
+def handler_failed(event: Any, ctx: HandlerContext, error: BaseException, dead: bool) -> None:
+    """A handler attempt failed and was rolled back; `dead` means no retry is scheduled."""
+
+
+@hookspec
+def startup(host: PluginHost) -> None:
+    """The app or worker is starting. Plugins may call `host.add_hookspecs(...)` here."""

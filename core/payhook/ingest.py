@@ -1,0 +1,223 @@
+"""The request path: `POST /{tenant}` -> verify -> parse -> store -> answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from .store import Delivery, IngestResult, Store, StoreUnavailable
+from .verification import SignatureError, verify_signature
+
+if TYPE_CHECKING:
+    from .app import Payhook
+
+__all__ = ["BatchWriter", "error", "receive"]
+
+log = logging.getLogger("payhook.ingest")
+
+MAX_BATCH = 64
+MAX_ID_LENGTH = 255
+
+
+def error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BatchWriter:
+    """Funnels concurrent deliveries into few transactions on one writer thread.
+
+    Every delivery still gets its own answer, and only after the transaction that holds
+    it committed; a busy receiver just commits more events per transaction.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[IngestResult]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="payhook-ingest")
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="payhook-ingest-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            assert self._queue is not None
+            await self._queue.join()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, delivery: Delivery) -> IngestResult:
+        assert self._queue is not None, "BatchWriter.start() was not called"
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((delivery, future))
+        return await future
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._write, batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _write(
+        self, batch: list[tuple[Delivery, asyncio.Future[IngestResult]]]
+    ) -> list[IngestResult | BaseException]:
+        deliveries = [delivery for delivery, _ in batch]
+        try:
+            return list(self.store.ingest(deliveries))
+        except Exception as exc:
+            if len(deliveries) == 1:
+                return [exc]
+        # One bad delivery must not fail its neighbours: store them one by one.
+        outcomes: list[IngestResult | BaseException] = []
+        for delivery in deliveries:
+            try:
+                outcomes.append(self.store.ingest([delivery])[0])
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing to read past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    """The event envelope, or ValueError saying what is wrong with it."""
+    try:
+        # Stripe sends UTF-8; the stored payload is this exact text.
+        event = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("invalid_json: the body is not JSON") from None
+    if not isinstance(event, dict) or event.get("object") != "event":
+        raise ValueError('not_an_event: the body is not a Stripe event (no "object": "event")')
+    event_id, event_type = event.get("id"), event.get("type")
+    for name, value in (("id", event_id), ("type", event_type)):
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+            raise ValueError(f"not_an_event: the event has no valid {name!r}")
+    return event
+
+
+def to_delivery(
+    tenant: str, event: dict[str, Any], body: bytes, secret_index: int, handlers: Any
+) -> Delivery:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    object_id = obj.get("id") if isinstance(obj, dict) else None
+    created = event.get("created")
+    account = event.get("account")
+    api_version = event.get("api_version")
+    return Delivery(
+        tenant=tenant,
+        stripe_event_id=event["id"],
+        type=event["type"],
+        livemode=event.get("livemode") is True,
+        api_version=api_version if isinstance(api_version, str) else None,
+        account=account if isinstance(account, str) else None,
+        object_id=object_id if isinstance(object_id, str) and len(object_id) <= MAX_ID_LENGTH else None,
+        created=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+        payload=body.decode("utf-8"),
+        secret_index=secret_index,
+        handlers=handlers,
+    )
+
+
+async def receive(request: Request) -> Response:
+    payhook: Payhook = request.app.state.payhook
+    await payhook.ensure_started()
+    slug = request.path_params["tenant"]
+    tenant = payhook.config.tenants.get(slug)
+    if tenant is None:
+        return error(404, "unknown_tenant", f"no tenant {slug!r} is configured")
+    if not tenant.active:
+        return error(404, "unknown_tenant", f"tenant {slug!r} is not active")
+    ingest = payhook.config.ingest
+    try:
+        body = await read_body(request, ingest.max_body_bytes)
+    except BodyTooLarge:
+        return error(413, "body_too_large", f"the body exceeds {ingest.max_body_bytes} bytes")
+    except ClientDisconnect:
+        return Response(status_code=400)
+    try:
+        secret_index = verify_signature(
+            body,
+            request.headers.get("stripe-signature"),
+            tenant.webhook_secrets,
+            tolerance=ingest.signature_tolerance,
+        )
+    except SignatureError as exc:
+        return error(400, exc.code, exc.detail)
+    try:
+        event = parse_event(body)
+    except ValueError as exc:
+        code, _, detail = str(exc).partition(": ")
+        return error(400, code, detail)
+    handlers = payhook.plugins.handlers_for(event["type"], tenant.plugins)
+    delivery = to_delivery(slug, event, body, secret_index, handlers)
+    try:
+        result = await payhook.writer.submit(delivery)
+    except StoreUnavailable as exc:
+        log.error("could not store event %s for %s: %s", delivery.stripe_event_id, slug, exc)
+        return error(503, "store_unavailable", "the event store is unavailable; retry later")
+    if result.status == "accepted":
+        payhook.event_stored(result, delivery, event, tenant)
+    if payhook.config.mode_for(tenant) == "inline" and result.status != "ignored":
+        failed = await payhook.process_inline(result.event_id)
+        if failed:
+            return error(
+                500,
+                "handler_failed",
+                f"{len(failed)} handler(s) failed for event {delivery.stripe_event_id}; "
+                "it is stored and will be retried",
+            )
+    body_out: dict[str, Any] = {"status": result.status, "event": delivery.stripe_event_id}
+    if result.rearmed:
+        body_out["rearmed"] = result.rearmed
+    return JSONResponse(body_out)
+
+
+async def healthz(request: Request) -> Response:
+    payhook: Payhook = request.app.state.payhook
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, payhook.store.ping)
+    except StoreUnavailable as exc:
+        return error(503, "store_unavailable", str(exc).split(":")[0])
+    return JSONResponse({"status": "ok"})

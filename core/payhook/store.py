@@ -1,0 +1,429 @@
+"""The database: engine setup, the ingest write, and the handler-run queue."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, and_, create_engine, event, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlmodel import Session
+
+from .config import DatabaseConfig
+from .models import Event, HandlerRun, RunFailure, RunStatus, utcnow
+from .types import Handler
+
+__all__ = ["ClaimedRun", "Delivery", "IngestResult", "Store", "StoreUnavailable"]
+
+EVENT = Event.__table__  # type: ignore[attr-defined]
+RUN = HandlerRun.__table__  # type: ignore[attr-defined]
+FAILURE = RunFailure.__table__  # type: ignore[attr-defined]
+
+# Errors that mean "the database is not there right now", as opposed to a bug in a query.
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+# Runs a worker may take: due and waiting, or claimed by a worker whose lease ran out.
+DUE_STATUSES = (RunStatus.PENDING.value, RunStatus.FAILED.value)
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A verified, parsed event ready to be stored."""
+
+    tenant: str
+    stripe_event_id: str
+    type: str
+    livemode: bool
+    api_version: str | None
+    account: str | None
+    object_id: str | None
+    created: datetime | None
+    payload: str
+    secret_index: int
+    handlers: tuple[Handler, ...]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: Literal["accepted", "duplicate", "ignored"]
+    event_id: int
+    runs: int = 0
+    rearmed: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    id: int
+    event_id: int
+    plugin: str
+    handler: str
+    attempts: int
+    attempt_base: int
+    lease_token: str
+    reclaimed: bool
+    tenant: str
+    stripe_event_id: str
+    payload: str
+
+
+class Store:
+    """One engine and the statements the core runs on it."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self.is_sqlite = config.is_sqlite
+        self.engine = _make_engine(config)
+        # SQLite has one writer. Queueing in-process writers on a lock wakes them the
+        # moment it is free; SQLite's own busy handler sleeps in growing steps instead.
+        self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
+        insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self._insert_event = (
+            insert(EVENT)
+            .on_conflict_do_nothing(index_elements=["tenant", "stripe_event_id"])
+            .returning(EVENT.c.id)
+        )
+        self._insert_run = RUN.insert()
+        self._find_event = select(EVENT.c.id).where(
+            EVENT.c.tenant == _bind("tenant"), EVENT.c.stripe_event_id == _bind("stripe_event_id")
+        )
+        # A redelivery of an event whose runs are dead gives them a fresh retry budget.
+        self._rearm = (
+            update(RUN)
+            .where(RUN.c.event_id == _bind("b_event_id"), RUN.c.status == RunStatus.DEAD.value)
+            .values(
+                status=RunStatus.PENDING.value,
+                attempt_base=RUN.c.attempts,
+                next_attempt_at=_bind("b_now"),
+            )
+        )
+
+    def _locked(self) -> AbstractContextManager[Any]:
+        return self._write_lock if self._write_lock is not None else nullcontext()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in a committed-on-exit transaction."""
+        with self._locked():
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+            except UNAVAILABLE as exc:
+                raise StoreUnavailable(_describe(exc)) from exc
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """An ORM session; the caller commits or rolls back."""
+        with self._locked(), Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def ping(self) -> None:
+        with self.transaction() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- ingest ------------------------------------------------------------------------
+
+    def ingest(self, deliveries: Sequence[Delivery]) -> list[IngestResult]:
+        """Store deliveries in one transaction; duplicates are detected, never raised."""
+        now = utcnow()
+        results: list[IngestResult] = []
+        with self.transaction() as conn:
+            for delivery in deliveries:
+                results.append(self._ingest_one(conn, delivery, now))
+        return results
+
+    def _ingest_one(self, conn: Connection, delivery: Delivery, now: datetime) -> IngestResult:
+        key = {"tenant": delivery.tenant, "stripe_event_id": delivery.stripe_event_id}
+        event_id = conn.execute(
+            self._insert_event,
+            {
+                **key,
+                "type": delivery.type,
+                "livemode": delivery.livemode,
+                "api_version": delivery.api_version,
+                "account": delivery.account,
+                "object_id": delivery.object_id,
+                "created": delivery.created,
+                "received_at": now,
+                "payload": delivery.payload,
+                "secret_index": delivery.secret_index,
+            },
+        ).scalar()
+        if event_id is None:
+            # Someone stored it first (another request, process, or this very batch).
+            existing = conn.execute(self._find_event, key).scalar_one()
+            rearmed = conn.execute(self._rearm, {"b_event_id": existing, "b_now": now}).rowcount
+            return IngestResult("duplicate", existing, rearmed=rearmed)
+        if not delivery.handlers:
+            return IngestResult("ignored", event_id)
+        conn.execute(
+            self._insert_run,
+            [
+                {
+                    "event_id": event_id,
+                    "plugin": handler.plugin,
+                    "handler": handler.name,
+                    "status": RunStatus.PENDING.value,
+                    "attempts": 0,
+                    "attempt_base": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for handler in delivery.handlers
+            ],
+        )
+        return IngestResult("accepted", event_id, runs=len(delivery.handlers))
+
+    # -- the run queue -----------------------------------------------------------------
+
+    def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        event_id: int | None = None,
+    ) -> list[ClaimedRun]:
+        """Take up to `limit` due runs under a lease; each claim counts as an attempt.
+
+        With `event_id`, take that event's waiting runs whatever their schedule (inline mode
+        and redeliveries want them now).
+        """
+        now = utcnow()
+        token = uuid.uuid4().hex
+        expired = and_(RUN.c.status == RunStatus.RUNNING.value, RUN.c.lease_expires_at < now)
+        if event_id is None:
+            due = or_(and_(RUN.c.status.in_(DUE_STATUSES), RUN.c.next_attempt_at <= now), expired)
+        else:
+            due = and_(RUN.c.event_id == event_id, or_(RUN.c.status.in_(DUE_STATUSES), expired))
+        query = (
+            select(
+                RUN.c.id,
+                RUN.c.event_id,
+                RUN.c.plugin,
+                RUN.c.handler,
+                RUN.c.status,
+                RUN.c.attempts,
+                RUN.c.attempt_base,
+                EVENT.c.tenant,
+                EVENT.c.stripe_event_id,
+                EVENT.c.payload,
+            )
+            .join(EVENT, EVENT.c.id == RUN.c.event_id)
+            .where(due)
+            .order_by(RUN.c.next_attempt_at, RUN.c.id)
+            .limit(limit)
+        )
+        if not self.is_sqlite:
+            # Concurrent workers skip each other's rows instead of queueing behind them.
+            query = query.with_for_update(skip_locked=True, of=RUN)
+        with self.transaction() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            conn.execute(
+                update(RUN)
+                .where(RUN.c.id.in_([row.id for row in rows]))
+                .values(
+                    status=RunStatus.RUNNING.value,
+                    attempts=RUN.c.attempts + 1,
+                    lease_owner=owner,
+                    lease_token=token,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    started_at=now,
+                )
+            )
+        return [
+            ClaimedRun(
+                id=row.id,
+                event_id=row.event_id,
+                plugin=row.plugin,
+                handler=row.handler,
+                attempts=row.attempts + 1,
+                attempt_base=row.attempt_base,
+                lease_token=token,
+                reclaimed=row.status == RunStatus.RUNNING.value,
+                tenant=row.tenant,
+                stripe_event_id=row.stripe_event_id,
+                payload=row.payload,
+            )
+            for row in rows
+        ]
+
+    def mark_succeeded(self, conn: Connection | Session, run: ClaimedRun, duration_ms: float) -> bool:
+        """Inside the handler's transaction: True if the lease still held."""
+        result = conn.execute(
+            self._guarded(run).values(
+                status=RunStatus.SUCCEEDED.value,
+                finished_at=utcnow(),
+                duration_ms=duration_ms,
+                next_attempt_at=None,
+                lease_token=None,
+                lease_expires_at=None,
+            )
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def record_failure(
+        self,
+        run: ClaimedRun,
+        *,
+        attempt: int,
+        error_type: str,
+        message: str,
+        traceback: str,
+        next_attempt_at: datetime | None,
+        duration_ms: float | None = None,
+        release: bool = True,
+    ) -> bool:
+        """Store one failed attempt; schedule the next one, or mark the run dead."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "last_error_type": error_type,
+            "last_error": message,
+            "last_traceback": traceback,
+        }
+        if release:
+            values.update(
+                status=RunStatus.FAILED.value if next_attempt_at else RunStatus.DEAD.value,
+                next_attempt_at=next_attempt_at,
+                finished_at=now,
+                duration_ms=duration_ms,
+                lease_token=None,
+                lease_expires_at=None,
+            )
+        with self.transaction() as conn:
+            if conn.execute(self._guarded(run).values(**values)).rowcount != 1:
+                return False
+            conn.execute(
+                FAILURE.insert(),
+                {
+                    "run_id": run.id,
+                    "attempt": attempt,
+                    "error_type": error_type,
+                    "message": message,
+                    "traceback": traceback,
+                    "failed_at": now,
+                },
+            )
+        return True
+
+    def release(self, runs: Sequence[ClaimedRun]) -> None:
+        """Give back claimed runs that were never started (shutdown); the attempt is undone."""
+        with self.transaction() as conn:
+            for run in runs:
+                conn.execute(
+                    self._guarded(run).values(
+                        status=RunStatus.FAILED.value if run.attempts > 1 else RunStatus.PENDING.value,
+                        attempts=RUN.c.attempts - 1,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        next_attempt_at=utcnow(),
+                    )
+                )
+
+    def extend_lease(self, run_id: int, token: str, seconds: float) -> bool:
+        if self.is_sqlite:
+            # The running handler holds SQLite's write lock, and a claim needs it: nobody
+            # can take this run over until the handler's transaction ends.
+            return True
+        with self.transaction() as conn:
+            result = conn.execute(
+                update(RUN)
+                .where(RUN.c.id == run_id, RUN.c.lease_token == token)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
+            )
+        return result.rowcount == 1
+
+    def _guarded(self, run: ClaimedRun) -> Any:
+        # Every write about a claimed run checks the claim still holds: a worker that lost
+        # its lease must not overwrite what the run's new owner did.
+        return update(RUN).where(
+            RUN.c.id == run.id,
+            RUN.c.lease_token == run.lease_token,
+            RUN.c.status == RunStatus.RUNNING.value,
+        )
+
+    def newer_event_applied(self, session: Session, event_id: int, plugin: str) -> bool:
+        this = EVENT.alias("this")
+        other = EVENT.alias("other")
+        query = select(
+            exists().where(
+                this.c.id == event_id,
+                other.c.tenant == this.c.tenant,
+                other.c.object_id == this.c.object_id,
+                other.c.created > this.c.created,
+                RUN.c.event_id == other.c.id,
+                RUN.c.plugin == plugin,
+                RUN.c.status == RunStatus.SUCCEEDED.value,
+            )
+        )
+        return bool(session.execute(query).scalar())
+
+    def runs_status(self, event_id: int) -> list[tuple[str, str, str]]:
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(RUN.c.plugin, RUN.c.handler, RUN.c.status).where(RUN.c.event_id == event_id)
+            ).all()
+        return [(row.plugin, row.handler, row.status) for row in rows]
+
+
+def _bind(name: str) -> Any:
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def _describe(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    first_line = (str(original).strip().splitlines() or [""])[0]
+    return f"{type(original).__name__}: {first_line}"
+
+
+def _make_engine(config: DatabaseConfig) -> Engine:
+    if config.is_sqlite:
+        engine = create_engine(
+            config.url,
+            connect_args={"check_same_thread": False, "timeout": config.busy_timeout_ms / 1000},
+            pool_size=config.pool_size,
+        )
+        synchronous = config.sqlite_synchronous.upper()
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event issue BEGIN itself (see below).
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute(f"PRAGMA busy_timeout={int(config.busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            # Take the write lock up front: a deferred transaction that reads and then
+            # writes fails at once in WAL mode when another writer got in between.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(
+        config.url,
+        pool_size=config.pool_size,
+        max_overflow=config.pool_size,
+        pool_timeout=config.connect_timeout,
+        connect_args={"connect_timeout": max(1, round(config.connect_timeout))},
+    )

@@ -1,0 +1,102 @@
+"""The worker loop: claim due runs and execute them on a bounded thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from .processing import Processor, RunOutcome
+from .store import ClaimedRun, StoreUnavailable
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("payhook.worker")
+
+MAX_OUTAGE_BACKOFF = 30.0
+
+
+class Worker:
+    """Keeps up to `concurrency` handler runs going; wakes early when ingest says so."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        concurrency: int,
+        batch_size: int,
+        poll_interval: float,
+    ) -> None:
+        self.processor = processor
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="payhook-run")
+        self._claims = ThreadPoolExecutor(1, thread_name_prefix="payhook-claim")
+        self._active: set[asyncio.Future[RunOutcome]] = set()
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self.processed = 0
+
+    def notify(self) -> None:
+        """New runs may be due (call from the event loop's thread)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        outage = 0.0
+        while not self._stopping:
+            # Cleared before claiming, so a notify that arrives during the claim is kept.
+            self._wake.clear()
+            free = self.concurrency - len(self._active)
+            claimed: list[ClaimedRun] = []
+            if free > 0:
+                try:
+                    claimed = await loop.run_in_executor(
+                        self._claims, self.processor.claim, min(free, self.batch_size)
+                    )
+                    outage = 0.0
+                except StoreUnavailable as exc:
+                    outage = min(MAX_OUTAGE_BACKOFF, max(self.poll_interval, outage * 2))
+                    log.warning("store unavailable (%s); next claim in %.1fs", exc, outage)
+                    await self._sleep(outage)
+                    continue
+            for run in claimed:
+                future = loop.run_in_executor(self._executor, self._execute, run)
+                self._active.add(future)
+                future.add_done_callback(self._finished)
+            if claimed and len(claimed) == free:
+                continue  # there may be more due right now
+            await self._sleep(self.poll_interval)
+
+    def _execute(self, run: ClaimedRun) -> RunOutcome:
+        try:
+            return self.processor.execute(run)
+        except Exception as exc:
+            # Typically the store went away mid-run; the lease expiry hands the run back.
+            log.exception("run %s could not be completed; it is retried after its lease", run.id)
+            raise exc
+
+    def _finished(self, future: asyncio.Future[RunOutcome]) -> None:
+        self._active.discard(future)
+        self.processed += 1
+        self.notify()
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming; wait up to `grace` seconds for the runs in progress."""
+        self._stopping = True
+        self.notify()
+        if self._active:
+            await asyncio.wait(list(self._active), timeout=grace)
+        if self._active:
+            log.warning("%d runs still in progress at shutdown; their leases will expire", len(self._active))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._claims.shutdown(wait=False)
