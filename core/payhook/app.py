@@ -119,7 +119,7 @@ class Payhook:
             runs=result.runs,
         )
         try:
-            self.plugins.hooks_for(tenant).event_stored(event=stored, tenant=tenant)
+            self.plugins.hook.event_stored(event=stored, tenant=tenant)
         except Exception:
             # The event is committed and will be acknowledged; an observer cannot undo that.
             log.exception("an event_stored hook raised")

@@ -182,7 +182,7 @@ class Processor:
         )
         if ctx is not None:
             try:
-                self.host.hooks_for(ctx.tenant).handler_failed(event=event, ctx=ctx, error=error, dead=dead)
+                self.host.hook.handler_failed(event=event, ctx=ctx, error=error, dead=dead)
             except Exception:
                 log.exception("a handler_failed hook raised")
         return RunOutcome(run.id, RunStatus.DEAD if dead else RunStatus.FAILED, message)

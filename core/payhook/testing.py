@@ -95,7 +95,8 @@ class PayhookHarness:
     def process(self, *, include_scheduled: bool = False, limit: int = 100) -> list[RunOutcome]:
         """Run every due handler run now, in this thread; returns their outcomes.
 
-        `include_scheduled` also runs retries whose backoff has not elapsed yet.
+        `include_scheduled` also runs retries whose backoff has not elapsed yet; `limit`
+        bounds the rounds of claiming (``limit=1`` with it makes exactly one more attempt).
         """
         processor = self.app.payhook.processor
         outcomes: list[RunOutcome] = []

@@ -1,0 +1,321 @@
+"""Handler runs: one transaction each, failures captured, retries, dead runs, redeliveries."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from payhook import GiveUp, HandlerContext, RetryLater, hookimpl
+from payhook.models import HandlerRun, utcnow
+from payhook.testing import PayhookHarness, store_backends
+from sqlalchemy import text, update
+from sqlmodel import Session
+
+from .helpers import Effect, RecordingPlugin, create_effect_table, effects
+
+pytestmark = store_backends
+
+
+def two_handlers() -> RecordingPlugin:
+    return RecordingPlugin("rec", {"payment_intent.succeeded": ["good", "bad"]})
+
+
+def setup(make_payhook: Any, plugin: RecordingPlugin, **options: Any) -> PayhookHarness:
+    harness: PayhookHarness = make_payhook({plugin.name: plugin}, **options)
+    create_effect_table(harness.store.engine)
+    return harness
+
+
+def run_of(harness: PayhookHarness, handler: str) -> HandlerRun:
+    [run] = [run for run in harness.runs() if run.handler == handler]
+    return run
+
+
+def test_a_failing_handler_leaves_the_others_work_and_is_retried_until_dead(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = two_handlers()
+    plugin.fail("bad", lambda n: ValueError(f"card service said no (call {n})"))
+    harness = setup(make_payhook, plugin, processing={"max_attempts": 3})
+    event = stripe_event("payment_intent.succeeded")
+    harness.deliver(event)
+
+    harness.process()
+    assert [e.handler for e in effects(harness.store.engine)] == ["good"]  # bad's write rolled back
+    bad = run_of(harness, "bad")
+    assert (bad.status, bad.attempts, bad.last_error_type) == ("failed", 1, "ValueError")
+    assert bad.last_error == "card service said no (call 1)"
+    assert bad.last_traceback and "Traceback" in bad.last_traceback and "raise error" in bad.last_traceback
+    # The first retry comes within 10 s (backoff_base 10, jitter 0.5-1.0).
+    assert bad.next_attempt_at is not None and bad.finished_at is not None
+    assert timedelta(seconds=4.9) <= bad.next_attempt_at - bad.finished_at <= timedelta(seconds=10)
+    assert run_of(harness, "good").status == "succeeded"
+
+    harness.process(include_scheduled=True)
+    bad = run_of(harness, "bad")
+    assert (bad.status, bad.attempts, bad.next_attempt_at) == ("dead", 3, None)
+    failures = harness.failures()
+    assert [(f.attempt, f.error_type, f.message) for f in failures] == [
+        (n, "ValueError", f"card service said no (call {n})") for n in (1, 2, 3)
+    ]
+    assert all("Traceback" in f.traceback for f in failures)
+    assert plugin.calls.count(("good", event["id"])) == 1
+    assert [e.handler for e in effects(harness.store.engine)] == ["good"]
+
+
+def test_backoff_grows_and_is_capped(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: RuntimeError("down"))
+    harness = setup(
+        make_payhook, plugin, processing={"max_attempts": 10, "backoff_base": 10, "backoff_cap": 25}
+    )
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    delays = []
+    for _ in range(4):
+        harness.process(include_scheduled=True, limit=1)  # one attempt at a time
+        run = run_of(harness, "apply")
+        assert run.next_attempt_at and run.finished_at
+        delays.append((run.next_attempt_at - run.finished_at).total_seconds())
+    ceilings = [10, 20, 25, 25]
+    assert all(
+        ceiling / 2 - 0.1 <= delay <= ceiling for delay, ceiling in zip(delays, ceilings, strict=True)
+    ), delays
+
+
+def test_give_up_marks_dead_at_once_and_retry_later_uses_its_delay(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = RecordingPlugin("rec", {"payment_intent.succeeded": ["quit", "later"]})
+    plugin.fail("quit", lambda n: GiveUp("order 7 belongs to another tenant"))
+    plugin.fail("later", lambda n: RetryLater("ledger busy", delay=120))
+    harness = setup(make_payhook, plugin)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process()
+    quit_run, later = run_of(harness, "quit"), run_of(harness, "later")
+    assert (quit_run.status, quit_run.attempts, quit_run.last_error) == (
+        "dead",
+        1,
+        "order 7 belongs to another tenant",
+    )
+    assert quit_run.last_error_type == "payhook.context.GiveUp"
+    assert later.status == "failed" and later.last_error == "ledger busy"
+    assert later.next_attempt_at and later.finished_at
+    assert 119 <= (later.next_attempt_at - later.finished_at).total_seconds() <= 121
+
+
+def test_after_commit_work_runs_only_after_the_commit(make_payhook: Any, stripe_event: Any) -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Plugin:
+        fail = False
+
+        def handle(self, event: Any, ctx: HandlerContext) -> None:
+            ctx.session.add(Effect(plugin="p", handler="h", stripe_event_id=event.id, tenant="t"))
+            ctx.after_commit(self.check, event.id, ctx.session.get_bind())
+            if self.fail:
+                raise RuntimeError("boom")
+
+        def check(self, stripe_event_id: str, engine: Any) -> None:
+            # A fresh connection sees the handler's row: it has been committed.
+            with Session(engine) as session:
+                count = session.execute(
+                    text("SELECT count(*) FROM testing_effect WHERE stripe_event_id = :id"),
+                    {"id": stripe_event_id},
+                ).scalar_one()
+            seen.append((stripe_event_id, count))
+
+        @hookimpl
+        def register_handlers(self, register: Any) -> None:
+            register("payment_intent.succeeded", self.handle, name="handle")
+
+    plugin = Plugin()
+    harness = make_payhook({"p": plugin})
+    create_effect_table(harness.store.engine)
+    ok = stripe_event("payment_intent.succeeded")
+    harness.deliver(ok)
+    harness.process()
+    assert seen == [(ok["id"], 1)]
+    plugin.fail = True
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process()
+    assert seen == [(ok["id"], 1)]  # the failed run's callback never ran
+
+
+def test_redelivery_rearms_dead_runs(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: RuntimeError("dependency down") if n <= 2 else None)
+    harness = setup(make_payhook, plugin, processing={"max_attempts": 2})
+    event = stripe_event("payment_intent.succeeded")
+    harness.deliver(event)
+    harness.process(include_scheduled=True)
+    assert run_of(harness, "apply").status == "dead"
+
+    response = harness.deliver(event)
+    assert response.json() == {"status": "duplicate", "event": event["id"], "rearmed": 1}
+    run = run_of(harness, "apply")
+    assert (run.status, run.attempts, run.attempt_base) == ("pending", 2, 2)
+    harness.process()
+    run = run_of(harness, "apply")
+    assert (run.status, run.attempts) == ("succeeded", 3)
+    assert len(effects(harness.store.engine)) == 1
+    assert len(harness.events()) == 1 and len(harness.runs()) == 1
+
+
+def test_redelivery_of_a_done_or_running_event_never_runs_a_handler_twice(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin)
+    done, running = stripe_event("payment_intent.succeeded"), stripe_event("payment_intent.succeeded")
+    harness.deliver(done)
+    harness.process()
+    harness.deliver(running)
+    [claimed] = harness.app.payhook.processor.claim(10)  # a worker holds it now
+    for event in (done, running):
+        assert harness.deliver(event).json() == {"status": "duplicate", "event": event["id"]}
+    assert harness.process() == []
+    harness.app.payhook.processor.execute(claimed)
+    assert harness.process() == []
+    assert sorted(plugin.calls) == sorted([("apply", done["id"]), ("apply", running["id"])])
+    assert len(effects(harness.store.engine)) == 2
+
+
+def test_a_run_whose_lease_was_lost_does_not_commit(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    [claimed] = harness.app.payhook.processor.claim(10)
+    with harness.store.transaction() as conn:  # another worker reclaimed it meanwhile
+        conn.execute(update(HandlerRun).values(lease_token="someone-else"))
+    outcome = harness.app.payhook.processor.execute(claimed)
+    assert outcome.error == "lease lost"
+    assert effects(harness.store.engine) == []
+    assert run_of(harness, "apply").status == "running"
+
+
+def test_an_expired_lease_is_reclaimed_and_counts_as_an_attempt(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.app.payhook.processor.claim(10)  # ...and that worker dies
+    with harness.store.transaction() as conn:
+        conn.execute(update(HandlerRun).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    [outcome] = harness.process()
+    assert outcome.status == "succeeded"
+    run = run_of(harness, "apply")
+    assert (run.status, run.attempts) == ("succeeded", 2)
+    [failure] = harness.failures()
+    assert (failure.attempt, failure.error_type) == (1, "LeaseExpired")
+    assert len(effects(harness.store.engine)) == 1
+
+
+def test_inline_mode_answers_500_when_a_handler_fails_and_reuses_the_event(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: RuntimeError("flaky") if n == 1 else None)
+    harness = setup(make_payhook, plugin, processing={"mode": "inline"})
+    event = stripe_event("payment_intent.succeeded")
+    first = harness.deliver(event)
+    assert first.status_code == 500 and first.json()["error"] == "handler_failed"
+    assert len(harness.events()) == 1 and run_of(harness, "apply").status == "failed"
+    second = harness.deliver(event)  # Stripe retries
+    assert second.status_code == 200 and second.json()["status"] == "duplicate"
+    assert run_of(harness, "apply").status == "succeeded"
+    assert len(harness.events()) == 1 and len(harness.runs()) == 1
+    assert len(effects(harness.store.engine)) == 1
+    third = harness.deliver(event)
+    assert third.status_code == 200 and len(plugin.calls) == 2
+
+
+def test_inline_mode_per_tenant_runs_before_answering(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin, tenants={"live": {"plugins": ["rec"], "mode": "inline"}})
+    event = stripe_event("payment_intent.succeeded")
+    assert harness.deliver(event, tenant="live").json()["status"] == "accepted"
+    assert plugin.calls == [("apply", event["id"])]
+
+
+def test_in_process_worker_runs_handlers(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin, processing={"worker": True})
+    events = [stripe_event("payment_intent.succeeded") for _ in range(5)]
+    for event in events:
+        harness.deliver(event)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(effects(harness.store.engine)) < 5:
+        time.sleep(0.05)
+    assert sorted(e.stripe_event_id for e in effects(harness.store.engine)) == sorted(e["id"] for e in events)
+    assert {run.status for run in harness.runs()} == {"succeeded"}
+
+
+def test_tenants_run_only_their_plugins_and_share_event_ids(make_payhook: Any, stripe_event: Any) -> None:
+    on, off = RecordingPlugin("on"), RecordingPlugin("off")
+    harness = make_payhook(
+        {"on": on, "off": off},
+        tenants={"conf-a": {"plugins": ["on", "off"]}, "conf-b": {"plugins": ["on"]}},
+    )
+    create_effect_table(harness.store.engine)
+    event = stripe_event("payment_intent.succeeded")
+    assert harness.deliver(event, tenant="conf-a").json()["status"] == "accepted"
+    assert harness.deliver(event, tenant="conf-b").json()["status"] == "accepted"
+    harness.process()
+    assert sorted((e.tenant, e.plugin) for e in effects(harness.store.engine)) == [
+        ("conf-a", "off"),
+        ("conf-a", "on"),
+        ("conf-b", "on"),
+    ]
+    assert len(harness.events()) == 2
+
+
+def test_observers_wrap_run_handler_and_see_failures_and_stored_events(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    log: list[str] = []
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: KeyError("metadata"))
+
+    class Observer:
+        @hookimpl(wrapper=True)
+        def run_handler(self, handler: Any, event: Any, ctx: HandlerContext) -> Any:
+            log.append(f"before {handler.name}")
+            try:
+                return (yield)
+            finally:
+                log.append(f"after {handler.name}")
+
+        @hookimpl
+        def handler_failed(self, event: Any, ctx: HandlerContext, error: BaseException, dead: bool) -> None:
+            log.append(f"failed {type(error).__name__} dead={dead}")
+
+        @hookimpl
+        def event_stored(self, event: Any, tenant: Any) -> None:
+            log.append(f"stored {event.type} runs={event.runs} for {tenant.slug}")
+
+    # An observer sees every tenant's events, whether or not the tenant lists it.
+    harness = make_payhook({"rec": plugin, "observer": Observer()}, tenants={"test": {"plugins": ["rec"]}})
+    create_effect_table(harness.store.engine)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process()
+    assert log == [
+        "stored payment_intent.succeeded runs=1 for test",
+        "before apply",
+        "after apply",
+        "failed KeyError dead=False",
+    ]
+
+
+@pytest.mark.parametrize("mode", ["queued", "inline"])
+def test_plugin_switched_off_for_a_tenant_after_runs_were_created(
+    make_payhook: Any, stripe_event: Any, mode: str, payhook_database_url: str
+) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    later = make_payhook({"rec": plugin}, tenants={"test": {"plugins": []}})
+    later.process()
+    run = run_of(later, "apply")
+    assert run.status == "dead" and "not enabled for tenant 'test'" in (run.last_error or "")
+    assert plugin.calls == []
