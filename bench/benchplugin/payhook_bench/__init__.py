@@ -1,0 +1,43 @@
+"""The benchmark plugin: each handled payment event writes one row through `ctx.session`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import payhook
+from sqlalchemy import Engine
+from sqlmodel import Field, SQLModel
+
+__all__ = ["HANDLED_TYPES", "BenchHit", "create_tables", "record_payment"]
+
+HANDLED_TYPES = ("payment_intent.succeeded", "charge.succeeded")
+
+
+class BenchHit(SQLModel, table=True):
+    """One row per handled event; the key makes a re-run overwrite, not duplicate."""
+
+    __tablename__ = "bench_hit"
+
+    tenant: str = Field(primary_key=True, max_length=63)
+    stripe_event_id: str = Field(primary_key=True, max_length=255)
+    type: str = Field(max_length=255)
+    amount: int | None = None
+
+
+def create_tables(engine: Engine) -> None:
+    """Create `bench_hit` (the benchmark calls this; a real plugin ships a migration)."""
+    SQLModel.metadata.create_all(engine, tables=[BenchHit.__table__])  # type: ignore[attr-defined]
+
+
+def record_payment(event: Any, ctx: Any) -> None:
+    # merge() selects by key first, so a handler re-run after a crash stays idempotent.
+    amount = getattr(event.data.object, "amount", None)
+    ctx.session.merge(
+        BenchHit(tenant=ctx.tenant.slug, stripe_event_id=event.id, type=event.type, amount=amount)
+    )
+
+
+@payhook.hookimpl
+def register_handlers(register: Any) -> None:
+    for event_type in HANDLED_TYPES:
+        register(event_type, record_payment)

@@ -1,0 +1,78 @@
+"""Summarise a py-spy `--format raw` profile (collapsed stacks) into its top functions.
+
+Usage: python bench/profile_top.py PROFILE.txt [--top N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["summarize"]
+
+# py-spy frames look like "function (path/to/module.py:123)"; the line number is dropped so
+# that one function's samples add up.
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
+
+
+def _name(frame: str) -> str:
+    match = FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match["file"]
+    for marker in ("site-packages/", "lib/python3.11/", "core/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{match['func']} ({path})"
+
+
+def summarize(path: Path, top: int = 20) -> str:
+    """Self and inclusive time per function, and per thread, as plain text."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame for frame in stack.split(";") if frame]
+        if frames and frames[0].startswith(("thread ", "process ")):
+            # --threads puts the thread (and --subprocesses the process) first.
+            threads[frames[0]] += count
+            frames = [frame for frame in frames if not frame.startswith(("thread ", "process "))]
+        if not frames:
+            continue
+        total += count
+        names = [_name(frame) for frame in frames]
+        own[names[-1]] += count
+        for name in set(names):
+            inclusive[name] += count
+    if not total:
+        return f"{path}: no samples\n"
+
+    def table(title: str, counts: Counter[str]) -> list[str]:
+        rows = [f"{title} ({total} samples)"]
+        rows += [f"  {100 * n / total:5.1f}%  {name}" for name, n in counts.most_common(top)]
+        return rows
+
+    lines = [*table("self time", own), "", *table("inclusive time", inclusive)]
+    if threads:
+        lines += ["", *table("per thread", threads)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("profile", type=Path)
+    parser.add_argument("--top", type=int, default=20)
+    args = parser.parse_args()
+    print(summarize(args.profile, args.top), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The machine a run happened on, and the Markdown tables of its results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from loadgen import Level
+from scenario import Outcome
+
+__all__ = ["machine", "markdown", "to_json"]
+
+MACHINE_KIND = "python-svc"
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": MACHINE_KIND,
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": _cpu_model(),
+        "loadavg_before": os.getloadavg(),
+        "python": platform.python_version(),
+        "versions": {
+            name: version(name) for name in ("uvicorn", "uvloop", "httptools", "starlette", "SQLAlchemy")
+        },
+    }
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _row(level: Level, baseline: Level | None, with_drain: bool) -> str:
+    cells = [
+        str(level.concurrency),
+        f"{level.rate:,.0f}",
+        _ms(level.percentile_ms(50)),
+        _ms(level.percentile_ms(95)),
+        _ms(level.percentile_ms(99)),
+        _ms(level.percentile_ms(100)),
+        str(level.errors),
+        f"{level.client_cpu / level.seconds:.0%}" if level.seconds else "-",
+    ]
+    if with_drain:
+        drain = level.extra.get("drain_seconds")
+        rate = level.extra.get("runs_per_second")
+        cells += ["timeout" if drain is None else f"{drain:.2f}", f"{rate:,.0f}" if rate else "-"]
+    cells.append(f"{level.rate / baseline.rate:.2f}" if baseline and baseline.rate else "-")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(levels: list[Level], baselines: dict[int, Level], with_drain: bool) -> list[str]:
+    head = ["c", "events/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "non-200", "client CPU"]
+    if with_drain:
+        head += ["handler drain s", "runs/s"]
+    head.append("vs baseline")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    lines += [_row(level, baselines.get(level.concurrency), with_drain) for level in levels]
+    return lines
+
+
+def markdown(info: dict[str, Any], requests: int, baseline: list[Level], outcomes: list[Outcome]) -> str:
+    """The results of one `run.py` invocation as Markdown."""
+    base = {level.concurrency: level for level in baseline}
+    lines = [
+        f"### Run of {info['date']} at commit `{info['commit']}`" + (" (dirty)" if info["dirty"] else ""),
+        "",
+        f"Machine `{info['machine']}`: nproc {info['nproc']}, {info['cpu']}, load average before "
+        f"{', '.join(f'{x:.2f}' for x in info['loadavg_before'])}; Python {info['python']}; "
+        + ", ".join(f"{name} {v}" for name, v in info["versions"].items())
+        + f". {requests} requests per concurrency level.",
+        "",
+    ]
+    if baseline:
+        lines += ["#### Baseline: bare Starlette app, signature check only", ""]
+        lines += _table(baseline, {}, with_drain=False)
+        lines += [""]
+    for outcome in outcomes:
+        stack = ", ".join(f"{name} {'yes' if used else 'NO'}" for name, used in outcome.stack.items())
+        lines += [f"#### {outcome.backend} / ({outcome.scenario.key}) {outcome.scenario.title}", ""]
+        lines += _table(outcome.levels, base, with_drain=bool(outcome.scenario.plugins))
+        checks = outcome.checks
+        verdict = "yes" if checks.get("exactly_once") else "**NO**"
+        lines += [
+            "",
+            f"Stored exactly once: {verdict} ({checks.get('stored')} rows for {checks.get('sent')} events "
+            f"sent incl. warm-up; missing {checks.get('missing')}, duplicated {checks.get('duplicated')}). "
+            f"Handler runs: {checks.get('run_statuses')}"
+            + (f"; bench_hit rows {checks['bench_hits']}" if "bench_hits" in checks else "")
+            + f". Server loaded: {stack}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def to_json(info: dict[str, Any], baseline: list[Level], outcomes: list[Outcome]) -> dict[str, Any]:
+    def level(item: Level) -> dict[str, Any]:
+        return {
+            "concurrency": item.concurrency,
+            "requests": item.requests,
+            "seconds": item.seconds,
+            "events_per_second": item.rate,
+            "p50_ms": item.percentile_ms(50),
+            "p95_ms": item.percentile_ms(95),
+            "p99_ms": item.percentile_ms(99),
+            "max_ms": item.percentile_ms(100),
+            "http_statuses": dict(item.http_statuses),
+            "answers": dict(item.answers),
+            "client_cpu_seconds": item.client_cpu,
+            **item.extra,
+        }
+
+    return {
+        "machine": info,
+        "baseline": [level(item) for item in baseline],
+        "outcomes": [
+            {
+                "backend": outcome.backend,
+                "scenario": outcome.scenario.key,
+                "title": outcome.scenario.title,
+                "levels": [level(item) for item in outcome.levels],
+                "checks": outcome.checks,
+                "stack": outcome.stack,
+            }
+            for outcome in outcomes
+        ],
+    }

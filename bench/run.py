@@ -1,0 +1,108 @@
+"""The payhook ingest benchmark: one entry point for every backend and scenario.
+
+    .venv/bin/python bench/run.py --backend sqlite --scenario all
+    .venv/bin/python bench/run.py --backend all --scenario all --markdown bench/out/results.md
+
+Scenarios: (a) no plugin, (b) the bench plugin with the worker inside `payhook serve`,
+(c) the bench plugin with `payhook serve --no-worker` plus `payhook worker`. Each runs
+against a fresh database, on 127.0.0.1 only, with a fixed number of requests per level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import servers
+from loadgen import Level
+from report import machine, markdown, to_json
+from scenario import PLUGIN, SCENARIOS, Options, Outcome, make_tenants, run_levels, run_scenario
+
+BENCH = Path(__file__).resolve().parent
+BACKENDS = ("sqlite", "postgres")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="sqlite")
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency level")
+    parser.add_argument("--warmup", type=int, default=300, help="unreported requests before the levels")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated connection counts")
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for one level")
+    parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for handlers")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare Starlette baseline")
+    parser.add_argument("--profile", action="store_true", help="py-spy an extra c=8 level per scenario")
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default bench/out/<time>)")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    return parser.parse_args()
+
+
+def run_baseline(options: Options, workdir: Path) -> list[Level]:
+    """The bare Starlette app under the same client, at the same concurrency levels."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tenants = make_tenants(options.tenants)
+    config = servers.write_config(workdir / "baseline.toml", "sqlite:///unused.db", tenants, (), worker=False)
+    port = servers.free_port()
+    process = servers.start_baseline(config, port, workdir)
+    try:
+        run_levels(port, tenants, (), options.warmup, 8, options.timeout)
+        levels = []
+        for concurrency in options.concurrency:
+            levels.append(run_levels(port, tenants, (), options.requests, concurrency, options.timeout)[1])
+            print(f"  baseline c={concurrency}: {levels[-1].rate:7.0f} ev/s", flush=True)
+        return levels
+    finally:
+        process.stop()
+
+
+def main() -> int:
+    args = parse_args()
+    options = Options(
+        requests=args.requests,
+        warmup=args.warmup,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        tenants=args.tenants,
+        timeout=args.timeout,
+        drain_timeout=args.drain_timeout,
+        profile=args.profile,
+    )
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    scenarios = list(SCENARIOS.values()) if args.scenario == "all" else [SCENARIOS[args.scenario]]
+    if any(s.plugins for s in scenarios) and PLUGIN not in {e.name for e in entry_points(group="payhook")}:
+        sys.exit("the bench plugin is not installed: .venv/bin/pip install -e bench/benchplugin")
+    out = args.out or BENCH / "out" / time.strftime("%Y%m%d-%H%M%S")
+    info = machine()
+    print(f"payhook bench at {info['commit']} on {info['nproc']} cores ({info['cpu']}); work folder {out}")
+
+    baseline = [] if args.no_baseline else run_baseline(options, out / "baseline")
+    outcomes: list[Outcome] = []
+    for backend in backends:
+        for scenario in scenarios:
+            print(f"{backend} ({scenario.key}) {scenario.title}", flush=True)
+            outcomes.append(run_scenario(backend, scenario, options, out / f"{backend}-{scenario.key}"))
+
+    text = markdown(info, options.requests, baseline, outcomes)
+    print("\n" + text)
+    (out / "results.json").write_text(json.dumps(to_json(info, baseline, outcomes), indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    for outcome in outcomes:
+        if outcome.profile:
+            (out / f"profile-{outcome.backend}-{outcome.scenario.key}.txt").write_text(outcome.profile)
+            print(f"\nprofile {outcome.backend}/{outcome.scenario.key} (extra c=8 level):\n{outcome.profile}")
+    failed = [o for o in outcomes if not o.checks.get("exactly_once") or any(lv.errors for lv in o.levels)]
+    for outcome in failed:
+        print(f"FAILED check: {outcome.backend}/{outcome.scenario.key}: {outcome.checks}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

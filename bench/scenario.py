@@ -1,0 +1,186 @@
+"""One scenario on one backend: start payhook, load it at each concurrency, check the store."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dbcheck
+import servers
+from loadgen import Level, Prepared, Tenant, build_requests, new_loop, run_level
+from profile_top import summarize
+
+__all__ = ["SCENARIOS", "Options", "Outcome", "Scenario", "make_tenants", "run_levels", "run_scenario"]
+
+PLUGIN = "bench"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    plugins: tuple[str, ...]
+    worker: Literal["in-process", "separate"]
+
+
+SCENARIOS = {
+    "a": Scenario("a", "no plugin (in-process worker, idle)", (), "in-process"),
+    "b": Scenario("b", "bench plugin, worker in the serve process", (PLUGIN,), "in-process"),
+    "c": Scenario("c", "bench plugin, worker in its own process (serve --no-worker)", (PLUGIN,), "separate"),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    requests: int
+    warmup: int
+    concurrency: tuple[int, ...]
+    tenants: int
+    timeout: float
+    drain_timeout: float
+    profile: bool
+
+
+@dataclass
+class Outcome:
+    backend: str
+    scenario: Scenario
+    levels: list[Level] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    stack: dict[str, bool] = field(default_factory=dict)
+    profile: str = ""
+
+
+def make_tenants(count: int) -> list[Tenant]:
+    return [Tenant(f"bench-{index}", f"whsec_bench_{secrets.token_hex(16)}") for index in range(count)]
+
+
+def run_levels(
+    port: int, tenants: list[Tenant], handled: tuple[str, ...], count: int, concurrency: int, timeout: float
+) -> tuple[list[Prepared], Level]:
+    """Build and sign `count` requests (untimed), then send them at `concurrency`."""
+    requests = build_requests(count, tenants, handled, servers.HOST, port)
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        level = runner.run(run_level(requests, concurrency, servers.HOST, port, timeout))
+    return requests, level
+
+
+def server_stack(pid: int) -> dict[str, bool]:
+    """Which event loop and HTTP parser the server loaded (uvicorn's "auto" picks by import)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {"uvloop": "uvloop/loop." in maps, "httptools": "httptools/parser/" in maps}
+
+
+def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Path) -> Outcome:
+    workdir.mkdir(parents=True, exist_ok=True)
+    outcome = Outcome(backend, scenario)
+    tenants = make_tenants(options.tenants)
+    handled: tuple[str, ...] = ()
+    if scenario.plugins:
+        import payhook_bench
+
+        handled = payhook_bench.HANDLED_TYPES
+    processes: list[servers.Process] = []
+    with servers.database(backend) as url:
+        config = servers.write_config(
+            workdir / "payhook.toml", url, tenants, scenario.plugins, worker=scenario.worker == "in-process"
+        )
+        if backend == "postgres":
+            servers.upgrade_database(config, workdir, scenario.plugins)
+        engine = dbcheck.connect(url)
+        try:
+            port = servers.free_port()
+            server = servers.start_server(
+                config, port, workdir, scenario.plugins, worker=scenario.worker == "in-process"
+            )
+            processes.append(server)
+            outcome.stack = server_stack(server.pid)
+            if scenario.plugins:
+                from payhook_bench import create_tables
+
+                create_tables(engine)  # before the first event reaches a handler
+            if scenario.worker == "separate":
+                processes.append(servers.start_worker(config, workdir, scenario.plugins))
+            sent: list[Prepared] = []
+            handled_total = 0
+
+            def load(concurrency: int, count: int) -> Level:
+                nonlocal handled_total
+                requests, level = run_levels(port, tenants, handled, count, concurrency, options.timeout)
+                sent.extend(requests)
+                handled_total += sum(request.handled for request in requests)
+                if scenario.plugins:
+                    drain = dbcheck.wait_drained(engine, handled_total, level.finished, options.drain_timeout)
+                    level.extra["drain_seconds"] = drain.seconds
+                    level.extra["handled"] = sum(request.handled for request in requests)
+                    if drain.seconds is not None:
+                        level.extra["runs_per_second"] = level.extra["handled"] / (
+                            level.seconds + drain.seconds
+                        )
+                return level
+
+            load(8, options.warmup)  # not reported: fills caches, pools and the JIT-less hot paths
+            for concurrency in options.concurrency:
+                outcome.levels.append(load(concurrency, options.requests))
+                print(
+                    f"  {backend}/{scenario.key} c={concurrency}: {describe(outcome.levels[-1])}", flush=True
+                )
+            if options.profile:
+                outcome.profile = profile(server, workdir, lambda: load(8, options.requests))
+            for process in processes:
+                process.check_alive()
+            outcome.checks = final_checks(engine, sent, handled_total, bool(scenario.plugins))
+        finally:
+            for process in reversed(processes):
+                process.stop()
+            engine.dispose()
+    return outcome
+
+
+def profile(server: servers.Process, workdir: Path, load: Any) -> str:
+    """Run one extra (unreported) c=8 level under py-spy and summarise its hot spots."""
+    raw = workdir / "profile-c8.txt"
+    argv = [str(servers.BIN / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw"]
+    argv += ["--threads", "--rate", "200", "--nonblocking", "-o", str(raw)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let py-spy attach before the load starts
+    try:
+        load()
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    return summarize(raw) if raw.exists() else "py-spy wrote no profile (is ptrace allowed?)\n"
+
+
+def final_checks(engine: Any, sent: list[Prepared], handled: int, with_plugin: bool) -> dict[str, Any]:
+    stored = dbcheck.check_stored(engine, ((request.tenant, request.event_id) for request in sent))
+    checks: dict[str, Any] = {
+        "sent": stored.sent,
+        "stored": stored.stored,
+        "missing": stored.missing,
+        "duplicated": stored.duplicated,
+        "unexpected": stored.unexpected,
+        "exactly_once": stored.ok,
+        "handled_sent": handled,
+        "run_statuses": dbcheck.run_statuses(engine),
+    }
+    if with_plugin:
+        checks["bench_hits"] = dbcheck.hits(engine)
+    return checks
+
+
+def describe(level: Level) -> str:
+    text = (
+        f"{level.rate:7.0f} ev/s  p50 {level.percentile_ms(50):6.2f}  p95 {level.percentile_ms(95):6.2f}  "
+        f"p99 {level.percentile_ms(99):6.2f} ms  errors {level.errors}  client cpu {level.client_cpu:.2f}s"
+    )
+    if "drain_seconds" in level.extra:
+        drain = level.extra["drain_seconds"]
+        text += "  drain " + ("timeout" if drain is None else f"{drain:.2f}s")
+    return text

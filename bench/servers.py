@@ -1,0 +1,200 @@
+"""Databases, config files and the server processes a benchmark scenario runs against."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from loadgen import Tenant
+
+__all__ = [
+    "Process",
+    "database",
+    "free_port",
+    "plugin_env",
+    "start_baseline",
+    "start_server",
+    "start_worker",
+    "upgrade_database",
+    "write_config",
+]
+
+HOST = "127.0.0.1"  # the benchmark never listens or sends anywhere else
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+BIN = Path(sys.executable).parent
+BENCH = Path(__file__).resolve().parent
+
+
+@contextmanager
+def database(backend: str) -> Iterator[str]:
+    """A fresh, empty database URL for one scenario, removed afterwards."""
+    if backend == "sqlite":
+        # The same ext4 disk as the repo (no tmpfs here), so commits really reach the disk.
+        with tempfile.TemporaryDirectory(prefix="payhook-bench-") as folder:
+            yield f"sqlite:///{folder}/payhook.db"
+        return
+    import psycopg
+
+    name = f"payhook_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def write_config(
+    path: Path, url: str, tenants: Sequence[Tenant], plugins: Sequence[str], worker: bool
+) -> Path:
+    """A payhook TOML config: every tenant enables the same plugins."""
+    lines = [
+        "[database]",
+        f'url = "{url}"',
+        "",
+        "[processing]",
+        'mode = "queued"',
+        f"worker = {'true' if worker else 'false'}",
+    ]
+    plugin_list = ", ".join(f'"{name}"' for name in plugins)
+    for tenant in tenants:
+        lines += [
+            "",
+            f"[tenants.{tenant.slug}]",
+            f'webhook_secrets = ["{tenant.secret}"]',
+            f"plugins = [{plugin_list}]",
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def plugin_env(enabled: Sequence[str]) -> dict[str, str]:
+    """The environment for payhook processes: every installed plugin but `enabled` blocked.
+
+    Other plugins may be installed in the same venv (tests' fake ones, say); blocking them
+    keeps their imports and hooks out of the measurement.
+    """
+    installed = {entry_point.name for entry_point in entry_points(group="payhook")}
+    env = dict(os.environ)
+    env["PAYHOOK_DISABLED_PLUGINS"] = ",".join(sorted(installed - set(enabled)))
+    return env
+
+
+@dataclass
+class Process:
+    """A child process we started, with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; log tail:\n{tail}")
+
+    def stop(self, grace: float = 40.0) -> None:
+        """SIGTERM (uvicorn and the worker shut down gracefully on it), then SIGKILL."""
+        if self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def _spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Process:
+    handle = log.open("wb")
+    popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=BENCH)
+    handle.close()
+    return Process(name, popen, log)
+
+
+def _wait_http(process: Process, port: int, timeout: float = 60.0) -> None:
+    """Until GET /healthz answers 200 (the store is reachable and the lifespan ran)."""
+    deadline = time.monotonic() + timeout
+    request = f"GET /healthz HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        process.check_alive()
+        try:
+            with socket.create_connection((HOST, port), timeout=2) as sock:
+                sock.sendall(request)
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{process.name} did not answer /healthz on port {port} within {timeout}s")
+
+
+def _wait_log(process: Process, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.check_alive()
+        if text in process.log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{process.name} did not log {text!r} within {timeout}s")
+
+
+def start_server(config: Path, port: int, workdir: Path, enabled: Sequence[str], worker: bool) -> Process:
+    """`payhook serve` (one uvicorn process), ready to take requests."""
+    argv = [str(BIN / "payhook"), "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
+    argv += ["--log-level", "warning", "--worker" if worker else "--no-worker"]
+    process = _spawn("payhook serve", argv, workdir / "serve.log", plugin_env(enabled))
+    _wait_http(process, port)
+    return process
+
+
+def start_worker(config: Path, workdir: Path, enabled: Sequence[str]) -> Process:
+    """`payhook worker` in its own process, ready to claim runs."""
+    argv = [str(BIN / "payhook"), "worker", "--config", str(config), "--log-level", "warning"]
+    process = _spawn("payhook worker", argv, workdir / "worker.log", plugin_env(enabled))
+    _wait_log(process, "payhook worker running")
+    return process
+
+
+def start_baseline(config: Path, port: int, workdir: Path) -> Process:
+    """The bare Starlette app that only verifies signatures, on the same uvicorn stack."""
+    argv = [sys.executable, str(BENCH / "baseline_app.py"), "--config", str(config), "--port", str(port)]
+    process = _spawn("baseline", argv, workdir / "baseline.log", dict(os.environ))
+    _wait_http(process, port)
+    return process
+
+
+def upgrade_database(config: Path, workdir: Path, enabled: Sequence[str]) -> None:
+    """`payhook db upgrade`: serve migrates SQLite itself but leaves PostgreSQL to the operator."""
+    log = workdir / "upgrade.log"
+    with log.open("wb") as handle:
+        subprocess.run(
+            [str(BIN / "payhook"), "db", "upgrade", "--config", str(config)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=plugin_env(enabled),
+            check=True,
+            timeout=120,
+        )
