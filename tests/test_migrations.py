@@ -1,0 +1,34 @@
+"""The Alembic migrations build exactly the schema the models describe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from payhook import models
+from payhook.migrations import VERSION_TABLE, alembic_config, upgrade
+from payhook.testing import store_backends
+from sqlalchemy import create_engine, inspect
+from sqlmodel import SQLModel
+
+pytestmark = store_backends
+
+CORE_TABLES = {"payhook_event", "payhook_handler_run", "payhook_run_failure"}
+
+
+def test_upgrade_matches_the_models_and_downgrades(payhook_database_url: str) -> None:
+    engine = create_engine(payhook_database_url)
+    upgrade(engine, include_plugins=False)
+    upgrade(engine, include_plugins=False)  # idempotent
+    assert CORE_TABLES | {VERSION_TABLE} <= set(inspect(engine).get_table_names())
+    core_only = SQLModel.metadata.__class__()
+    for table in (models.Event, models.HandlerRun, models.RunFailure):
+        table.__table__.to_metadata(core_only)  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        diffs: list[Any] = compare_metadata(MigrationContext.configure(conn), core_only)
+    assert [d for d in diffs if not (d[0] == "remove_table" and d[1].name not in CORE_TABLES)] == []
+    command.downgrade(alembic_config(engine), "payhook@base")
+    assert not CORE_TABLES & set(inspect(engine).get_table_names())
+    engine.dispose()
