@@ -88,11 +88,34 @@ def test_serve_and_a_separate_worker_on_sqlite(tmp_path: Path) -> None:
         response = httpx.post(f"http://127.0.0.1:{port}/conf", content=body, headers=signed_headers(body))
         assert response.status_code == 200
         assert response.json() == {"status": "accepted" if plugins else "ignored", "event": event["id"]}
+        trigger = subprocess.run(
+            payhook_command(
+                "event",
+                "trigger",
+                "--config",
+                str(config),
+                "--tenant",
+                "conf",
+                "--json",
+                "--url",
+                f"http://127.0.0.1:{port}/conf",
+                "customer.created",
+            ),
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert trigger.returncode == 0, trigger.stderr
+        answer = json.loads(trigger.stdout)
+        assert answer["status_code"] == 200 and answer["body"]["status"] == "ignored"
         server.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises SIGTERM so supervisors see why it stopped.
         assert server.wait(30) in (0, -signal.SIGTERM)
     db = tmp_path / "payhook.db"  # relative to the config file, and created by `serve`
     assert run_statuses(db) == (["pending"] if plugins else [])
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM payhook_event").fetchone() == (2,)
     if plugins:
         with running(payhook_command("worker", "--config", str(config)), env) as worker:
             deadline = time.monotonic() + 30

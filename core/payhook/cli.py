@@ -1,4 +1,4 @@
-"""The `payhook` command: serve, worker, db upgrade."""
+"""The `payhook` command: serve, worker, db upgrade, event trigger."""
 
 from __future__ import annotations
 
@@ -129,3 +129,52 @@ def upgrade(config_path: str) -> None:
     finally:
         store.dispose()
     click.echo("database is up to date")
+
+
+@main.group()
+def event() -> None:
+    """Events: send signed test events."""
+
+
+@event.command()
+@config_option
+@click.option("--tenant", required=True, help="The tenant whose first secret signs the event.")
+@click.option("--url", help="Where to POST (default: http://127.0.0.1:8000/<tenant>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON only.")
+@click.argument("sample")
+def trigger(config_path: str, tenant: str, url: str | None, as_json: bool, sample: str) -> None:
+    """POST a signed SAMPLE event (a shipped sample name or a JSON file) to a running payhook.
+
+    Each call gets a fresh event id. Samples: payment_intent.succeeded, charge.refunded.full, ...
+    """
+    import json
+
+    import httpx
+
+    from .samples import load_event, sample_names
+    from .verification import sign
+
+    config = _load(config_path)
+    if tenant not in config.tenants:
+        raise click.BadParameter(f"no tenant {tenant!r} in {config_path}", param_hint="--tenant")
+    try:
+        payload = load_event(sample)
+    except FileNotFoundError:
+        known = ", ".join(sample_names())
+        raise click.BadParameter(f"no sample or file {sample!r}; samples: {known}") from None
+    body = json.dumps(payload).encode()
+    headers = {
+        "Stripe-Signature": sign(body, config.tenants[tenant].webhook_secrets[0]),
+        "Content-Type": "application/json",
+    }
+    target = url or f"http://127.0.0.1:8000/{tenant}"
+    try:
+        response = httpx.post(target, content=body, headers=headers, timeout=10)
+    except httpx.TransportError as exc:
+        raise click.ClickException(f"could not reach {target}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps({"status_code": response.status_code, "body": response.json()}))
+    else:
+        click.echo(f"{response.status_code} {response.text}")
+    if response.status_code >= 400:
+        sys.exit(1)
