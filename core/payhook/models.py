@@ -57,6 +57,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("tenant", "stripe_event_id", name="uq_payhook_event_tenant_event"),
         Index("ix_payhook_event_tenant_object", "tenant", "object_id"),
+        Index("ix_payhook_event_tenant_created", "tenant", "created"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -69,8 +70,10 @@ class Event(SQLModel, table=True):
     object_id: str | None = Field(default=None, max_length=255)
     created: datetime | None = _time(nullable=True)
     received_at: datetime = _time(index=True)
+    # The exact body text Stripe signed; "" once pruned (the row stays as the dedupe ledger).
     payload: str = Field(sa_column=Column(Text, nullable=False))
     secret_index: int = 0
+    pruned_at: datetime | None = _time(nullable=True)
 
 
 class HandlerRun(SQLModel, table=True):
@@ -99,6 +102,10 @@ class HandlerRun(SQLModel, table=True):
     started_at: datetime | None = _time(nullable=True)
     finished_at: datetime | None = _time(nullable=True)
     duration_ms: float | None = None
+    # Set by payhook.replay: who re-ran this run, when, and how often.
+    replay_count: int = 0
+    replayed_at: datetime | None = _time(nullable=True)
+    replayed_by: str | None = Field(default=None, max_length=255)
 
 
 class RunFailure(SQLModel, table=True):

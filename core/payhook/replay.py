@@ -1,0 +1,144 @@
+"""Re-run handler runs on stored events: one event, or every run a selection matches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, select, update
+
+from .config import Config
+from .models import RunStatus, utcnow
+from .plugins import PluginHost
+from .store import EVENT, RUN, Store
+
+__all__ = ["ReplayResult", "ReplaySelection", "replay"]
+
+
+@dataclass(frozen=True)
+class ReplaySelection:
+    """Which runs to replay. Every given field must match; none given matches everything."""
+
+    stripe_event_id: str | None = None
+    tenant: str | None = None
+    event_type: str | None = None
+    plugin: str | None = None
+    received_after: datetime | None = None
+    received_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    rearmed: int
+    created: int
+    run_ids: tuple[int, ...]
+
+
+def replay(
+    store: Store,
+    selection: ReplaySelection,
+    *,
+    requested_by: str,
+    only_failed: bool = True,
+    plugins: PluginHost | None = None,
+    config: Config | None = None,
+) -> ReplayResult:
+    """Make the selected runs due now, with a fresh attempt budget, and record who asked.
+
+    With `only_failed` (the default) only `failed` and `dead` runs are re-armed. Without it,
+    `succeeded` runs are re-run too, and, given `plugins` and `config`, runs are created for
+    handlers that apply now but did not when the event arrived (a plugin installed later).
+    Runs that are `pending` or `running` are left alone: they are about to run anyway.
+    Pruned events are never replayed: their payload is gone.
+    """
+    statuses = [RunStatus.FAILED.value, RunStatus.DEAD.value]
+    if not only_failed:
+        statuses.append(RunStatus.SUCCEEDED.value)
+    now = utcnow()
+    with store.transaction() as conn:
+        created = 0
+        if not only_failed and plugins is not None and config is not None:
+            created = _create_missing_runs(conn, selection, plugins, config, now)
+        query = (
+            select(RUN.c.id)
+            .join(EVENT, EVENT.c.id == RUN.c.event_id)
+            .where(RUN.c.status.in_(statuses), *_event_filters(selection))
+        )
+        if selection.plugin is not None:
+            query = query.where(RUN.c.plugin == selection.plugin)
+        if not store.is_sqlite:
+            query = query.with_for_update(of=RUN, skip_locked=True)
+        run_ids = tuple(conn.execute(query).scalars())
+        for chunk in _chunks(run_ids, 500):
+            conn.execute(
+                update(RUN)
+                .where(RUN.c.id.in_(chunk), RUN.c.status.in_(statuses))
+                .values(
+                    status=RunStatus.PENDING.value,
+                    attempt_base=RUN.c.attempts,
+                    next_attempt_at=now,
+                    replay_count=RUN.c.replay_count + 1,
+                    replayed_at=now,
+                    replayed_by=requested_by,
+                )
+            )
+    return ReplayResult(rearmed=len(run_ids), created=created, run_ids=run_ids)
+
+
+def _event_filters(selection: ReplaySelection) -> list[Any]:
+    filters: list[Any] = [EVENT.c.pruned_at.is_(None)]
+    if selection.stripe_event_id is not None:
+        filters.append(EVENT.c.stripe_event_id == selection.stripe_event_id)
+    if selection.tenant is not None:
+        filters.append(EVENT.c.tenant == selection.tenant)
+    if selection.event_type is not None:
+        filters.append(EVENT.c.type == selection.event_type)
+    if selection.received_after is not None:
+        filters.append(EVENT.c.received_at >= selection.received_after)
+    if selection.received_before is not None:
+        filters.append(EVENT.c.received_at < selection.received_before)
+    return filters
+
+
+def _create_missing_runs(
+    conn: Connection, selection: ReplaySelection, plugins: PluginHost, config: Config, now: datetime
+) -> int:
+    events = conn.execute(
+        select(EVENT.c.id, EVENT.c.tenant, EVENT.c.type).where(and_(*_event_filters(selection)))
+    ).all()
+    created = 0
+    for event in events:
+        tenant = config.tenants.get(event.tenant)
+        if tenant is None:
+            continue
+        wanted = {
+            (handler.plugin, handler.name)
+            for handler in plugins.handlers_for(event.type, tenant.plugins)
+            if selection.plugin in (None, handler.plugin)
+        }
+        rows = conn.execute(select(RUN.c.plugin, RUN.c.handler).where(RUN.c.event_id == event.id))
+        existing = {(row.plugin, row.handler) for row in rows}
+        missing = sorted(wanted - existing)
+        if missing:
+            conn.execute(
+                RUN.insert(),
+                [
+                    {
+                        "event_id": event.id,
+                        "plugin": plugin,
+                        "handler": handler,
+                        "status": RunStatus.PENDING.value,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    }
+                    for plugin, handler in missing
+                ],
+            )
+            created += len(missing)
+    return created
+
+
+def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,54 @@
+"""Prune old payloads and finished runs, keeping each event's key so redeliveries stay duplicates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, exists, select, update
+
+from .models import RunStatus, utcnow
+from .store import EVENT, FAILURE, RUN, Store
+
+__all__ = ["PruneResult", "prune"]
+
+FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.DEAD.value)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    events: int
+    runs: int
+
+
+def prune(store: Store, older_than_days: float, *, batch: int = 1000) -> PruneResult:
+    """Prune events received more than `older_than_days` ago whose runs have all finished.
+
+    A pruned event keeps its row (tenant, Stripe event id, type, times) with an empty
+    payload: the unique key that deduplicates deliveries stays, so a late redelivery is still
+    answered `duplicate` and never runs a handler again. Its runs and their failures are
+    deleted. Events with a run still pending, running or failed are kept whole.
+    Works in batches of `batch` events, one transaction each, so it never holds locks long.
+    """
+    if older_than_days < 0:
+        raise ValueError("older_than_days must not be negative")
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    unfinished = exists().where(RUN.c.event_id == EVENT.c.id, RUN.c.status.not_in(FINISHED))
+    events = runs = 0
+    while True:
+        with store.transaction() as conn:
+            ids = list(
+                conn.execute(
+                    select(EVENT.c.id)
+                    .where(EVENT.c.received_at < cutoff, EVENT.c.pruned_at.is_(None), ~unfinished)
+                    .limit(batch)
+                ).scalars()
+            )
+            if not ids:
+                return PruneResult(events, runs)
+            run_ids = select(RUN.c.id).where(RUN.c.event_id.in_(ids)).scalar_subquery()
+            conn.execute(delete(FAILURE).where(FAILURE.c.run_id.in_(run_ids)))
+            runs += conn.execute(delete(RUN).where(RUN.c.event_id.in_(ids))).rowcount
+            events += conn.execute(
+                update(EVENT).where(EVENT.c.id.in_(ids)).values(payload="", pruned_at=utcnow())
+            ).rowcount
