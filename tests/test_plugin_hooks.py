@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pluggy
-
 from payhook import HandlerContext, hookimpl
 from payhook.plugins import PluginHost
 from payhook.testing import PayhookHarness
@@ -67,4 +66,8 @@ def test_handlers_may_register_for_patterns(make_payhook: Any, stripe_event: Any
     for name in ("charge.dispute.created", "customer.created"):
         assert harness.deliver(stripe_event(name)).json()["status"] == "accepted"
     harness.process()
-    assert sorted(seen) == ["any charge.dispute.created", "any customer.created", "dispute charge.dispute.created"]
+    assert sorted(seen) == [
+        "any charge.dispute.created",
+        "any customer.created",
+        "dispute charge.dispute.created",
+    ]

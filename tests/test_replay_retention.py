@@ -79,7 +79,7 @@ def test_replay_by_type_time_range_and_one_event(make_payhook: Any, stripe_event
 def test_replay_of_succeeded_runs_and_of_a_plugin_installed_later(
     make_payhook: Any, stripe_event: Any
 ) -> None:
-    harness, events = scenario(make_payhook, stripe_event)
+    _harness, events = scenario(make_payhook, stripe_event)
     late = RecordingPlugin("late", {"charge.refunded": ["apply"]})
     later = make_payhook(
         {"good": RecordingPlugin("good", {"charge.refunded": ["apply"]}), "late": late},
@@ -107,7 +107,7 @@ def test_prune_keeps_duplicates_recognised(make_payhook: Any, stripe_event: Any)
     for event in (old, unfinished, recent):
         harness.deliver(event)
     harness.process()
-    unfinished_id = [e.id for e in harness.events() if e.stripe_event_id == unfinished["id"]][0]
+    unfinished_id = next(e.id for e in harness.events() if e.stripe_event_id == unfinished["id"])
     with harness.store.transaction() as conn:
         conn.execute(
             update(Event)
