@@ -61,7 +61,8 @@ def _row(level: Level, baseline: Level | None, with_drain: bool) -> str:
         _ms(level.percentile_ms(99)),
         _ms(level.percentile_ms(100)),
         str(level.errors),
-        f"{level.client_cpu / level.seconds:.0%}" if level.seconds else "-",
+        "+".join(f"{core:.2f}" for core in level.extra.get("cores", [])) or "-",
+        f"{level.client_cpu / level.seconds:.2f}" if level.seconds else "-",
     ]
     if with_drain:
         drain = level.extra.get("drain_seconds")
@@ -72,7 +73,17 @@ def _row(level: Level, baseline: Level | None, with_drain: bool) -> str:
 
 
 def _table(levels: list[Level], baselines: dict[int, Level], with_drain: bool) -> list[str]:
-    head = ["c", "events/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "non-200", "client CPU"]
+    head = [
+        "c",
+        "events/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "non-200",
+        "server cores",
+        "client cores",
+    ]
     if with_drain:
         head += ["handler drain s", "runs/s"]
     head.append("vs baseline")

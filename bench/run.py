@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import servers
-from loadgen import Level
+from loadgen import Level, build_requests
 from report import machine, markdown, to_json
-from scenario import PLUGIN, SCENARIOS, Options, Outcome, make_tenants, run_levels, run_scenario
+from scenario import PLUGIN, SCENARIOS, Options, Outcome, make_tenants, run_scenario, send
 
 BENCH = Path(__file__).resolve().parent
 BACKENDS = ("sqlite", "postgres")
@@ -42,6 +44,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy an extra c=8 level per scenario")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default bench/out/<time>)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    parser.add_argument(
+        "--core-rev",
+        default=None,
+        help="serve the core as committed at this git revision (e.g. HEAD), not the working tree",
+    )
     return parser.parse_args()
 
 
@@ -53,14 +60,39 @@ def run_baseline(options: Options, workdir: Path) -> list[Level]:
     port = servers.free_port()
     process = servers.start_baseline(config, port, workdir)
     try:
-        run_levels(port, tenants, (), options.warmup, 8, options.timeout)
+        send(port, build_requests(options.warmup, tenants, (), servers.HOST, port), 8, options.timeout)
         levels = []
         for concurrency in options.concurrency:
-            levels.append(run_levels(port, tenants, (), options.requests, concurrency, options.timeout)[1])
+            requests = build_requests(options.requests, tenants, (), servers.HOST, port)
+            cpu = process.cpu_seconds()
+            levels.append(send(port, requests, concurrency, options.timeout))
+            levels[-1].extra["cores"] = [round((process.cpu_seconds() - cpu) / levels[-1].seconds, 2)]
             print(f"  baseline c={concurrency}: {levels[-1].rate:7.0f} ev/s", flush=True)
         return levels
     finally:
         process.stop()
+
+
+def use_core_rev(rev: str, out: Path) -> str:
+    """Export core/ at `rev` and put it first on the servers' PYTHONPATH; return the short hash.
+
+    Others edit core/ in this working tree while benchmarks run; an exported revision keeps a
+    run's numbers tied to one commit. The venv installs payhook as a plain path (.pth), so
+    PYTHONPATH takes precedence over it in the server and worker processes.
+    """
+    short = subprocess.run(
+        ["git", "rev-parse", "--short", rev], capture_output=True, text=True, check=True, cwd=BENCH
+    ).stdout.strip()
+    target = out / f"core-{short}"
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", short, "core"], capture_output=True, check=True, cwd=BENCH.parent
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(target / "core"), os.environ.get("PYTHONPATH")])
+    )
+    return short
 
 
 def main() -> int:
@@ -80,6 +112,8 @@ def main() -> int:
         sys.exit("the bench plugin is not installed: .venv/bin/pip install -e bench/benchplugin")
     out = args.out or BENCH / "out" / time.strftime("%Y%m%d-%H%M%S")
     info = machine()
+    if args.core_rev:
+        info.update(commit=use_core_rev(args.core_rev, out), dirty=False, core="exported with git archive")
     print(f"payhook bench at {info['commit']} on {info['nproc']} cores ({info['cpu']}); work folder {out}")
 
     baseline = [] if args.no_baseline else run_baseline(options, out / "baseline")

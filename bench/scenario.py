@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import signal
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import dbcheck
+import profiling
 import servers
 from loadgen import Level, Prepared, Tenant, build_requests, new_loop, run_level
-from profile_top import summarize
 
-__all__ = ["SCENARIOS", "Options", "Outcome", "Scenario", "make_tenants", "run_levels", "run_scenario"]
+__all__ = ["SCENARIOS", "Options", "Outcome", "Scenario", "make_tenants", "run_scenario", "send"]
 
 PLUGIN = "bench"
 
@@ -61,14 +58,10 @@ def make_tenants(count: int) -> list[Tenant]:
     return [Tenant(f"bench-{index}", f"whsec_bench_{secrets.token_hex(16)}") for index in range(count)]
 
 
-def run_levels(
-    port: int, tenants: list[Tenant], handled: tuple[str, ...], count: int, concurrency: int, timeout: float
-) -> tuple[list[Prepared], Level]:
-    """Build and sign `count` requests (untimed), then send them at `concurrency`."""
-    requests = build_requests(count, tenants, handled, servers.HOST, port)
+def send(port: int, requests: list[Prepared], concurrency: int, timeout: float) -> Level:
+    """Send prepared requests at `concurrency` on a fresh client event loop."""
     with asyncio.Runner(loop_factory=new_loop) as runner:
-        level = runner.run(run_level(requests, concurrency, servers.HOST, port, timeout))
-    return requests, level
+        return runner.run(run_level(requests, concurrency, servers.HOST, port, timeout))
 
 
 def server_stack(pid: int) -> dict[str, bool]:
@@ -112,17 +105,23 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
 
             def load(concurrency: int, count: int) -> Level:
                 nonlocal handled_total
-                requests, level = run_levels(port, tenants, handled, count, concurrency, options.timeout)
+                requests = build_requests(count, tenants, handled, servers.HOST, port)  # untimed
+                cpu = [process.cpu_seconds() for process in processes]
+                level = send(port, requests, concurrency, options.timeout)
+                # CPU of each payhook process over the timed window, in cores (1.0 = one core busy).
+                level.extra["cores"] = [
+                    round((process.cpu_seconds() - before) / level.seconds, 2)
+                    for process, before in zip(processes, cpu, strict=True)
+                ]
                 sent.extend(requests)
-                handled_total += sum(request.handled for request in requests)
+                level.extra["handled"] = sum(request.handled for request in requests)
+                handled_total += level.extra["handled"]
                 if scenario.plugins:
                     drain = dbcheck.wait_drained(engine, handled_total, level.finished, options.drain_timeout)
                     level.extra["drain_seconds"] = drain.seconds
-                    level.extra["handled"] = sum(request.handled for request in requests)
                     if drain.seconds is not None:
-                        level.extra["runs_per_second"] = level.extra["handled"] / (
-                            level.seconds + drain.seconds
-                        )
+                        busy = level.seconds + drain.seconds
+                        level.extra["runs_per_second"] = level.extra["handled"] / busy
                 return level
 
             load(8, options.warmup)  # not reported: fills caches, pools and the JIT-less hot paths
@@ -132,7 +131,12 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
                     f"  {backend}/{scenario.key} c={concurrency}: {describe(outcome.levels[-1])}", flush=True
                 )
             if options.profile:
-                outcome.profile = profile(server, workdir, lambda: load(8, options.requests))
+                # Extra, unreported c=8 levels: the sampler costs the server some CPU.
+                targets = {process.name.replace("payhook ", ""): process.pid for process in processes}
+                outcome.profile = "\n".join(
+                    profiling.record(targets, workdir, view, lambda: load(8, options.requests))
+                    for view in profiling.VIEWS
+                )
             for process in processes:
                 process.check_alive()
             outcome.checks = final_checks(engine, sent, handled_total, bool(scenario.plugins))
@@ -141,21 +145,6 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
                 process.stop()
             engine.dispose()
     return outcome
-
-
-def profile(server: servers.Process, workdir: Path, load: Any) -> str:
-    """Run one extra (unreported) c=8 level under py-spy and summarise its hot spots."""
-    raw = workdir / "profile-c8.txt"
-    argv = [str(servers.BIN / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw"]
-    argv += ["--threads", "--rate", "200", "--nonblocking", "-o", str(raw)]
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # let py-spy attach before the load starts
-    try:
-        load()
-    finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(30)
-    return summarize(raw) if raw.exists() else "py-spy wrote no profile (is ptrace allowed?)\n"
 
 
 def final_checks(engine: Any, sent: list[Prepared], handled: int, with_plugin: bool) -> dict[str, Any]:
@@ -176,9 +165,11 @@ def final_checks(engine: Any, sent: list[Prepared], handled: int, with_plugin: b
 
 
 def describe(level: Level) -> str:
+    cores = "+".join(f"{core:.2f}" for core in level.extra.get("cores", []))
     text = (
         f"{level.rate:7.0f} ev/s  p50 {level.percentile_ms(50):6.2f}  p95 {level.percentile_ms(95):6.2f}  "
-        f"p99 {level.percentile_ms(99):6.2f} ms  errors {level.errors}  client cpu {level.client_cpu:.2f}s"
+        f"p99 {level.percentile_ms(99):6.2f} ms  errors {level.errors}  "
+        f"cores: server {cores} client {level.client_cpu / level.seconds:.2f}"
     )
     if "drain_seconds" in level.extra:
         drain = level.extra["drain_seconds"]

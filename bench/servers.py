@@ -110,6 +110,11 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process used so far (its threads included)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
             tail = self.log.read_text(errors="replace")[-2000:]

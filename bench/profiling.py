@@ -1,16 +1,28 @@
-"""Summarise a py-spy `--format raw` profile (collapsed stacks) into its top functions.
+"""Sample a server with py-spy while a load runs, and summarise where its time went.
 
-Usage: python bench/profile_top.py PROFILE.txt [--top N]
+Summarise a saved profile: python bench/profiling.py PROFILE.txt [--top N]
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["summarize"]
+__all__ = ["VIEWS", "record", "summarize"]
+
+PY_SPY = Path(sys.executable).parent / "py-spy"
+
+# Two views of the same kind of load. "threads": every thread that is not idle, so lock and
+# GIL waits show up where they happen. "gil": only the thread holding the GIL, i.e. where the
+# interpreter's one core of Python actually goes.
+VIEWS = {"threads": ["--threads"], "gil": ["--gil"]}
 
 # py-spy frames look like "function (path/to/module.py:123)"; the line number is dropped so
 # that one function's samples add up.
@@ -64,6 +76,33 @@ def summarize(path: Path, top: int = 20) -> str:
     if threads:
         lines += ["", *table("per thread", threads)]
     return "\n".join(lines) + "\n"
+
+
+def record(
+    targets: dict[str, int], folder: Path, view: str, load: Callable[[], object], rate: int = 250
+) -> str:
+    """Run `load()` while py-spy samples each named process; return the summaries."""
+    spies = {}
+    for name, pid in targets.items():
+        raw = folder / f"profile-{view}-{name}.txt"
+        argv = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate)]
+        argv += ["--nonblocking", *VIEWS[view], "-o", str(raw)]
+        spies[name] = (raw, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)  # let py-spy attach before the load starts
+    try:
+        load()
+    finally:
+        for _, spy in spies.values():
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for _, spy in spies.values():
+            spy.wait(30)
+    parts = []
+    for name, (raw, _) in spies.items():
+        if raw.exists():
+            parts.append(f"{name}, view {view}:\n{summarize(raw)}")
+        else:
+            parts.append(f"{name}: py-spy wrote no {raw.name} (is py-spy installed, is ptrace allowed?)\n")
+    return "\n".join(parts)
 
 
 def main() -> None:
