@@ -1,0 +1,38 @@
+"""payhook-registration: orders paid, refunded and cancelled by their Stripe events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from payhook import TenantConfig, hookimpl
+from sqlmodel import Session
+
+from . import checkout, hookspecs, lookup, payments, refunds
+from .models import Order
+
+
+@hookimpl
+def startup(host: Any) -> None:
+    # A restarted app runs startup again, and pluggy takes a hook's spec only once.
+    if getattr(getattr(host.hook, "order_paid", None), "spec", None) is None:
+        host.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def register_handlers(register: Any) -> None:
+    register("payment_intent.succeeded", payments.intent_succeeded)
+    register("payment_intent.processing", payments.intent_processing)
+    register("payment_intent.payment_failed", payments.intent_failed)
+    register("payment_intent.canceled", payments.intent_failed)
+    register("charge.refunded", refunds.charge_refunded)
+    register("checkout.session.completed", checkout.session_completed)
+    register("checkout.session.async_payment_succeeded", checkout.session_completed)
+    register("checkout.session.expired", checkout.session_expired)
+
+
+@hookimpl
+def order_for_charge(
+    session: Session, tenant: TenantConfig, charge_id: str | None, payment_intent_id: str | None
+) -> Order | None:
+    """Answers payhook-disputes: which of this tenant's orders a disputed charge paid for."""
+    return lookup.order_for_charge(session, tenant, charge_id, payment_intent_id)

@@ -1,0 +1,47 @@
+"""Checkout sessions: a paid session pays its order; an expired one cancels it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from payhook import HandlerContext
+from payhook.currency import from_minor_units
+
+from . import states
+from .lookup import event_object, locate_order, require_currency
+from .models import OrderStatus
+from .payments import record_success
+from .skips import Skipped, records_skips
+
+__all__ = ["session_completed", "session_expired"]
+
+
+@records_skips
+def session_completed(event: Any, ctx: HandlerContext) -> None:
+    """A paid session is a succeeded payment of its intent; unpaid ones wait for their money."""
+    session = event_object(event)
+    if session.get("payment_status") != "paid":
+        raise Skipped(f"{session['id']} completed with payment_status {session.get('payment_status')!r}")
+    order = locate_order(ctx, session)
+    require_currency(order, session["currency"], session["id"])
+    intent = session.get("payment_intent")
+    intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    if not intent_id:
+        raise Skipped(f"{session['id']} has no payment intent: nothing was charged")
+    record_success(
+        ctx,
+        order,
+        intent_id=intent_id,
+        charge_id=None,
+        amount=from_minor_units(session["amount_total"], session["currency"]),
+        currency=session["currency"],
+    )
+
+
+@records_skips
+def session_expired(event: Any, ctx: HandlerContext) -> None:
+    """The attendee never paid: a still-pending order is cancelled and its hold released."""
+    session = event_object(event)
+    order = locate_order(ctx, session)
+    if not states.move(order, OrderStatus.CANCELLED):
+        raise Skipped(f"order {order.id} is {order.status}; only a pending order is cancelled")

@@ -1,0 +1,82 @@
+"""`charge.refunded`: how much of a payment went back, and what that makes of its order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from payhook import GiveUp, HandlerContext
+from payhook.currency import from_minor_units
+
+from . import states
+from .lookup import event_object, load_order, order_id_in, payment_for, require_currency
+from .models import Order, OrderStatus, Payment, PaymentStatus
+from .payments import record_success
+from .skips import Skipped, records_skips
+
+__all__ = ["charge_refunded"]
+
+
+@records_skips
+def charge_refunded(event: Any, ctx: HandlerContext) -> None:
+    """Record the charge's cumulative `amount_refunded`; full -> refunded, else partially.
+
+    Stripe reports the running total, so replays and out-of-order deliveries cannot
+    double count: an amount at or below the recorded one changes nothing.
+    """
+    charge = event_object(event)
+    currency = charge["currency"]
+    intent_id = _id(charge.get("payment_intent"))
+    order, payment = _locate(ctx, charge, intent_id)
+    require_currency(order, currency, charge["id"])
+    if payment is None or payment.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED):
+        # A refunded charge was captured. Record that first, as payment_intent.succeeded
+        # would have, so the outcome does not depend on which event arrived first.
+        captured = charge.get("amount_captured", charge["amount"])
+        payment = record_success(
+            ctx,
+            order,
+            intent_id=intent_id,
+            charge_id=charge["id"],
+            amount=from_minor_units(captured, currency),
+            currency=currency,
+        )
+    refunded = from_minor_units(charge["amount_refunded"], currency)
+    if refunded < payment.amount_refunded:
+        raise Skipped(f"{charge['id']} refunded {refunded}, less than the {payment.amount_refunded} recorded")
+    if refunded == payment.amount_refunded:
+        ctx.logger.info("refund of %s %s on %s already recorded", refunded, currency, charge["id"])
+        return
+    payment.amount_refunded = refunded
+    if refunded >= payment.amount:
+        payment.status = PaymentStatus.REFUNDED
+    # A refund on an order that was never paid (or was cancelled) leaves its status alone.
+    if order.status in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
+        new = states.refund_status(ctx.session, order)
+        if new is not None:
+            states.move(order, new)
+
+
+def _locate(
+    ctx: HandlerContext, charge: dict[str, Any], intent_id: str | None
+) -> tuple[Order, Payment | None]:
+    # Stripe copies an intent's metadata onto its charges; older charges may lack it,
+    # and then the payment recorded for the intent leads to the order.
+    order_id = order_id_in(charge)
+    if order_id is not None:
+        order = load_order(ctx, order_id, f"metadata.order_id of {charge['id']}")
+        payment = payment_for(ctx.session, intent_id, charge["id"])
+        if payment is not None and payment.order_id != order.id:
+            raise GiveUp(
+                f"the payment for {intent_id or charge['id']} belongs to order {payment.order_id}, "
+                f"but {charge['id']} names order {order.id}; nothing was recorded"
+            )
+        return order, payment
+    payment = payment_for(ctx.session, intent_id, charge["id"])
+    if payment is None:
+        raise Skipped(f"{charge['id']} has no metadata.order_id and pays for no recorded payment")
+    order = load_order(ctx, payment.order_id, f"order of the payment for {intent_id or charge['id']}")
+    return order, payment
+
+
+def _id(value: Any) -> str | None:
+    return value.get("id") if isinstance(value, dict) else value
