@@ -26,6 +26,7 @@ __all__ = [
     "Tenant",
     "build_requests",
     "event_mix",
+    "median_level",
     "new_loop",
     "run_level",
 ]
@@ -82,6 +83,14 @@ class Level:
     @property
     def errors(self) -> int:
         return sum(n for status, n in self.http_statuses.items() if status != 200)
+
+
+def median_level(levels: Sequence[Level]) -> Level:
+    """The repetition with the median rate, remembering every repetition's rate."""
+    ordered = sorted(levels, key=lambda level: level.rate)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    chosen.extra["rates"] = [round(level.rate) for level in levels]
+    return chosen
 
 
 def event_mix(handled_types: Sequence[str]) -> list[str]:

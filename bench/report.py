@@ -52,10 +52,17 @@ def _ms(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _rate(level: Level) -> str:
+    rates = level.extra.get("rates", [])
+    if len(rates) < 2:
+        return f"{level.rate:,.0f}"
+    return f"{level.rate:,.0f} ({min(rates):,} to {max(rates):,})"
+
+
 def _row(level: Level, baseline: Level | None, with_drain: bool) -> str:
     cells = [
         str(level.concurrency),
-        f"{level.rate:,.0f}",
+        _rate(level),
         _ms(level.percentile_ms(50)),
         _ms(level.percentile_ms(95)),
         _ms(level.percentile_ms(99)),
@@ -92,7 +99,9 @@ def _table(levels: list[Level], baselines: dict[int, Level], with_drain: bool) -
     return lines
 
 
-def markdown(info: dict[str, Any], requests: int, baseline: list[Level], outcomes: list[Outcome]) -> str:
+def markdown(
+    info: dict[str, Any], requests: int, repeat: int, baseline: list[Level], outcomes: list[Outcome]
+) -> str:
     """The results of one `run.py` invocation as Markdown."""
     base = {level.concurrency: level for level in baseline}
     lines = [
@@ -101,7 +110,8 @@ def markdown(info: dict[str, Any], requests: int, baseline: list[Level], outcome
         f"Machine `{info['machine']}`: nproc {info['nproc']}, {info['cpu']}, load average before "
         f"{', '.join(f'{x:.2f}' for x in info['loadavg_before'])}; Python {info['python']}; "
         + ", ".join(f"{name} {v}" for name, v in info["versions"].items())
-        + f". {requests} requests per concurrency level.",
+        + f". {requests} requests per concurrency level"
+        + (f", median of {repeat} runs (range in brackets)." if repeat > 1 else "."),
         "",
     ]
     if baseline:

@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import servers
-from loadgen import Level, build_requests
+from loadgen import Level, build_requests, median_level
 from report import machine, markdown, to_json
 from scenario import PLUGIN, SCENARIOS, Options, Outcome, make_tenants, run_scenario, send
 
@@ -35,6 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="sqlite")
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency level")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per level; the median is reported")
     parser.add_argument("--warmup", type=int, default=300, help="unreported requests before the levels")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated connection counts")
     parser.add_argument("--tenants", type=int, default=4)
@@ -63,10 +64,13 @@ def run_baseline(options: Options, workdir: Path) -> list[Level]:
         send(port, build_requests(options.warmup, tenants, (), servers.HOST, port), 8, options.timeout)
         levels = []
         for concurrency in options.concurrency:
-            requests = build_requests(options.requests, tenants, (), servers.HOST, port)
-            cpu = process.cpu_seconds()
-            levels.append(send(port, requests, concurrency, options.timeout))
-            levels[-1].extra["cores"] = [round((process.cpu_seconds() - cpu) / levels[-1].seconds, 2)]
+            repeats = []
+            for _ in range(options.repeat):
+                requests = build_requests(options.requests, tenants, (), servers.HOST, port)
+                cpu = process.cpu_seconds()
+                repeats.append(send(port, requests, concurrency, options.timeout))
+                repeats[-1].extra["cores"] = [round((process.cpu_seconds() - cpu) / repeats[-1].seconds, 2)]
+            levels.append(median_level(repeats))
             print(f"  baseline c={concurrency}: {levels[-1].rate:7.0f} ev/s", flush=True)
         return levels
     finally:
@@ -99,6 +103,7 @@ def main() -> int:
     args = parse_args()
     options = Options(
         requests=args.requests,
+        repeat=args.repeat,
         warmup=args.warmup,
         concurrency=tuple(int(c) for c in args.concurrency.split(",")),
         tenants=args.tenants,
@@ -123,7 +128,7 @@ def main() -> int:
             print(f"{backend} ({scenario.key}) {scenario.title}", flush=True)
             outcomes.append(run_scenario(backend, scenario, options, out / f"{backend}-{scenario.key}"))
 
-    text = markdown(info, options.requests, baseline, outcomes)
+    text = markdown(info, options.requests, options.repeat, baseline, outcomes)
     print("\n" + text)
     (out / "results.json").write_text(json.dumps(to_json(info, baseline, outcomes), indent=2) + "\n")
     if args.markdown:

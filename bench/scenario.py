@@ -11,7 +11,7 @@ from typing import Any, Literal
 import dbcheck
 import profiling
 import servers
-from loadgen import Level, Prepared, Tenant, build_requests, new_loop, run_level
+from loadgen import Level, Prepared, Tenant, build_requests, median_level, new_loop, run_level
 
 __all__ = ["SCENARIOS", "Options", "Outcome", "Scenario", "make_tenants", "run_scenario", "send"]
 
@@ -36,6 +36,7 @@ SCENARIOS = {
 @dataclass(frozen=True)
 class Options:
     requests: int
+    repeat: int
     warmup: int
     concurrency: tuple[int, ...]
     tenants: int
@@ -126,7 +127,8 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
 
             load(8, options.warmup)  # not reported: fills caches, pools and the JIT-less hot paths
             for concurrency in options.concurrency:
-                outcome.levels.append(load(concurrency, options.requests))
+                repeats = [load(concurrency, options.requests) for _ in range(options.repeat)]
+                outcome.levels.append(median_level(repeats))
                 print(
                     f"  {backend}/{scenario.key} c={concurrency}: {describe(outcome.levels[-1])}", flush=True
                 )
