@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from payhook import GiveUp, HandlerContext
-from payhook.currency import from_minor_units
+from payhook.currency import from_minor_units, quantize
 
 from . import states
 from .lookup import event_object, load_order, order_id_in, payment_for, require_currency
@@ -42,7 +42,8 @@ def charge_refunded(event: Any, ctx: HandlerContext) -> None:
         )
     refunded = from_minor_units(charge["amount_refunded"], currency)
     if refunded < payment.amount_refunded:
-        raise Skipped(f"{charge['id']} refunded {refunded}, less than the {payment.amount_refunded} recorded")
+        recorded = quantize(payment.amount_refunded, currency)
+        raise Skipped(f"{charge['id']} refunded {refunded}, less than the {recorded} recorded")
     if refunded == payment.amount_refunded:
         ctx.logger.info("refund of %s %s on %s already recorded", refunded, currency, charge["id"])
         return
