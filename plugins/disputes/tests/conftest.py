@@ -1,0 +1,78 @@
+"""A payhook app with payhook-disputes, and plugins that listen to or answer its hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from payhook import hookimpl
+from sqlmodel import col, select
+
+import payhook_disputes
+from payhook_disputes.models import Dispute
+
+if TYPE_CHECKING:
+    from payhook.testing import PayhookHarness
+
+pytest_plugins = ["payhook.testing"]
+
+TENANT = "shop"
+
+
+class DisputeListener:
+    """Implements `dispute_opened`, the way a notification plugin would."""
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[str, str, str]] = []
+
+    @hookimpl
+    def dispute_opened(self, dispute: Dispute, tenant: Any) -> None:
+        self.opened.append((dispute.stripe_dispute_id, dispute.status, tenant.slug))
+
+
+class OrderBook:
+    """An order-keeping plugin that is not payhook-registration: the hook is for any of them."""
+
+    def __init__(self) -> None:
+        self.by_charge = {"ch_known": SimpleNamespace(id=7, reference="SHOP-7")}
+
+    @hookimpl
+    def order_for_charge(
+        self, session: Any, tenant: Any, charge_id: str | None, payment_intent_id: Any
+    ) -> Any:
+        return self.by_charge.get(charge_id or "")
+
+
+@dataclass
+class Shop:
+    harness: PayhookHarness
+    listener: DisputeListener
+
+    def send(self, event: dict[str, Any]) -> str:
+        response = self.harness.deliver(event)
+        assert response.status_code == 200, response.text
+        self.harness.process()
+        [run] = self.harness.runs(event["id"])
+        return run.status
+
+    def disputes(self) -> list[Dispute]:
+        with self.harness.session() as session:
+            return list(session.exec(select(Dispute).order_by(col(Dispute.id))))
+
+
+@pytest.fixture
+def make_shop(make_payhook: Callable[..., PayhookHarness]) -> Callable[..., Shop]:
+    """`make_shop(with_orders=True)` also enables a plugin that knows the shop's orders."""
+
+    def factory(with_orders: bool = False) -> Shop:
+        listener = DisputeListener()
+        plugins: dict[str, object] = {"disputes": payhook_disputes, "listener": listener}
+        if with_orders:
+            plugins["orders"] = OrderBook()
+        harness = make_payhook(plugins, tenants={TENANT: {"plugins": list(plugins)}})
+        return Shop(harness, listener)
+
+    return factory

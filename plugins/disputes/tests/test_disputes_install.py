@@ -1,0 +1,46 @@
+"""The installed distribution: found through its entry points, its table migrated."""
+
+from __future__ import annotations
+
+from importlib.metadata import distribution
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from payhook import migrations
+from payhook.plugins import PluginHost
+from payhook.testing import store_backends
+from sqlalchemy import create_engine, text
+from sqlmodel import SQLModel
+
+import payhook_disputes
+
+
+def test_the_distribution_declares_the_plugin_and_its_migrations() -> None:
+    entry_points = {(ep.group, ep.name): ep for ep in distribution("payhook-disputes").entry_points}
+    assert entry_points["payhook", "disputes"].load() is payhook_disputes
+    assert entry_points["payhook.migrations", "disputes"].value == "payhook_disputes.migrations"
+
+
+def test_discovery_finds_the_plugin_and_its_handlers() -> None:
+    host = PluginHost()
+    assert "disputes" in host.names
+    assert {handler.event_type for handler in host.handlers["disputes"]} == {
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.closed",
+    }
+
+
+@store_backends
+def test_the_migration_creates_exactly_the_models_table(payhook_database_url: str) -> None:
+    engine = create_engine(payhook_database_url)
+    try:
+        migrations.upgrade(engine)
+        with engine.connect() as conn:
+            heads = set(conn.execute(text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalars())
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            drift = [d for d in compare_metadata(context, SQLModel.metadata) if "disputes_" in str(d)]
+    finally:
+        engine.dispose()
+    assert "disputes_0001" in heads
+    assert drift == []
