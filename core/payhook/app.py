@@ -84,15 +84,18 @@ class Payhook:
             "in-process" if self.run_worker else "external",
         )
 
-    async def stop(self, grace: float = 30.0) -> None:
+    async def stop(self, grace: float = 30.0) -> int:
+        """Drain the ingest writer, stop the worker; returns how many runs were handed back."""
         if not self._started:
-            return
+            return 0
         await self.writer.stop()
+        abandoned = 0
         if self.worker is not None and self._worker_task is not None:
-            await self.worker.stop(grace)
+            abandoned = await self.worker.stop(grace)
             await asyncio.gather(self._worker_task, return_exceptions=True)
         self._started = False
         self.store.dispose()
+        return abandoned
 
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -87,7 +88,8 @@ def serve(config_path: str, host: str, port: int, log_level: str, worker: bool |
 @main.command()
 @config_option
 @click.option("--log-level", default="info", show_default=True)
-def worker(config_path: str, log_level: str) -> None:
+@click.option("--grace", default=30.0, show_default=True, help="Seconds to let runs finish after SIGTERM.")
+def worker(config_path: str, log_level: str, grace: float) -> None:
     """Process handler runs (for running apart from `serve`)."""
     from .app import Payhook
 
@@ -99,10 +101,14 @@ def worker(config_path: str, log_level: str) -> None:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(2)
-    asyncio.run(_run_worker(payhook))
+    if asyncio.run(_run_worker(payhook, grace)):
+        # Handlers still stuck after the grace period were handed back and can no longer
+        # commit; do not wait for their threads.
+        logging.shutdown()
+        os._exit(0)
 
 
-async def _run_worker(payhook: Any) -> None:
+async def _run_worker(payhook: Any, grace: float) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -110,7 +116,8 @@ async def _run_worker(payhook: Any) -> None:
     await payhook.start()
     click.echo("payhook worker running; SIGTERM or Ctrl-C stops it", err=True)
     await stop.wait()
-    await payhook.stop()
+    abandoned: int = await payhook.stop(grace)
+    return abandoned
 
 
 @main.group()

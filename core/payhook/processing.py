@@ -137,6 +137,18 @@ class Processor:
                 logger.exception("after-commit callback of run %s failed", run.id)
         return RunOutcome(run.id, RunStatus.SUCCEEDED)
 
+    def abandon(self, runs: list[ClaimedRun]) -> None:
+        """Hand back runs this worker cannot finish (shutdown): due now for another worker."""
+        for run in runs:
+            self.store.record_failure(
+                run,
+                attempt=run.attempts,
+                error_type="WorkerStopped",
+                message=f"worker {self.owner} stopped before this run finished",
+                traceback="",
+                next_attempt_at=utcnow(),
+            )
+
     def _fail(
         self,
         run: ClaimedRun,

@@ -15,6 +15,8 @@ __all__ = ["Worker"]
 log = logging.getLogger("payhook.worker")
 
 MAX_OUTAGE_BACKOFF = 30.0
+# On SQLite a stuck handler holds the write lock the hand-back needs; do not wait forever.
+HAND_BACK_TIMEOUT = 5.0
 
 
 class Worker:
@@ -34,7 +36,7 @@ class Worker:
         self.poll_interval = poll_interval
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="payhook-run")
         self._claims = ThreadPoolExecutor(1, thread_name_prefix="payhook-claim")
-        self._active: set[asyncio.Future[RunOutcome]] = set()
+        self._active: dict[asyncio.Future[RunOutcome], ClaimedRun] = {}
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self.processed = 0
@@ -66,7 +68,7 @@ class Worker:
                     continue
             for run in claimed:
                 future = loop.run_in_executor(self._executor, self._execute, run)
-                self._active.add(future)
+                self._active[future] = run
                 future.add_done_callback(self._finished)
             if claimed and len(claimed) == free:
                 continue  # there may be more due right now
@@ -81,7 +83,7 @@ class Worker:
             raise exc
 
     def _finished(self, future: asyncio.Future[RunOutcome]) -> None:
-        self._active.discard(future)
+        self._active.pop(future, None)
         self.processed += 1
         self.notify()
 
@@ -90,13 +92,27 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def stop(self, grace: float = 30.0) -> None:
-        """Stop claiming; wait up to `grace` seconds for the runs in progress."""
+    async def stop(self, grace: float = 30.0) -> int:
+        """Stop claiming; wait up to `grace` seconds for the runs in progress.
+
+        Runs still going after that are handed back (recorded as a failed attempt, due at
+        once for another worker); their handlers can no longer commit, since the claim they
+        hold is void. Returns how many were handed back.
+        """
         self._stopping = True
         self.notify()
         if self._active:
             await asyncio.wait(list(self._active), timeout=grace)
-        if self._active:
-            log.warning("%d runs still in progress at shutdown; their leases will expire", len(self._active))
+        abandoned = list(self._active.values())
+        if abandoned:
+            log.warning("%d runs still in progress after %.0fs; handing them back", len(abandoned), grace)
+            loop = asyncio.get_running_loop()
+            try:
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._claims, self.processor.abandon, abandoned), HAND_BACK_TIMEOUT
+                )
+            except (TimeoutError, StoreUnavailable):
+                log.warning("could not hand the runs back; their leases will expire instead")
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._claims.shutdown(wait=False)
+        return len(abandoned)
