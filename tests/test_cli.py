@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -158,3 +159,39 @@ def test_config_errors_exit_2_with_one_line_each(tmp_path: Path, command: str) -
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert any("tenants.conf.webhook_secrets[0]: environment variable CONF_WHSEC" in line for line in lines)
     assert not (tmp_path / "x.db").exists()
+
+
+@store_backends
+def test_runs_replay_and_event_prune(tmp_path: Path, make_payhook: Any, payhook_database_url: str) -> None:
+    from .helpers import RecordingPlugin, create_effect_table
+
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: RuntimeError("bug") if n == 1 else None)
+    harness = make_payhook({"rec": plugin}, processing={"max_attempts": 1})
+    create_effect_table(harness.store.engine)
+    harness.deliver(load_event("payment_intent.succeeded"))
+    harness.process()
+    assert [run.status for run in harness.runs()] == ["dead"]
+
+    config = tmp_path / "ops.toml"
+    config.write_text(
+        f'[database]\nurl = "{payhook_database_url}"\n[tenants.test]\nwebhook_secrets = ["x"]\n'
+    )
+
+    def cli(*args: str) -> Any:
+        result = subprocess.run(
+            payhook_command(*args, "--config", str(config), "--json"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert cli("runs", "replay", "--tenant", "test", "--by", "ops:test") == {"rearmed": 1, "created": 0}
+    [run] = harness.runs()
+    assert (run.status, run.replayed_by) == ("pending", "ops:test")
+    assert cli("event", "prune", "--older-than-days", "0") == {"events": 0, "runs": 0}  # not finished yet
+    harness.process()
+    assert cli("event", "prune", "--older-than-days", "0") == {"events": 1, "runs": 1}
+    assert [event.payload for event in harness.events()] == [""]

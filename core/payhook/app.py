@@ -40,7 +40,7 @@ class Payhook:
         self.config = config
         self.plugins = PluginHost(plugins)
         self.plugins.check_config(config)
-        self.store = store or Store(config.database)
+        self.store = store or Store(config.database, min_pool_size=config.processing.concurrency + 4)
         if migrate:
             migrations.upgrade(self.store.engine)
         self.processor = Processor(config, self.store, self.plugins)

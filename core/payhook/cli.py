@@ -1,4 +1,4 @@
-"""The `payhook` command: serve, worker, db upgrade, event trigger."""
+"""The `payhook` command: serve, worker, db upgrade, event trigger|prune, runs replay."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -140,7 +141,7 @@ def upgrade(config_path: str) -> None:
 
 @main.group()
 def event() -> None:
-    """Events: send signed test events."""
+    """Events: send signed test events, prune old ones."""
 
 
 @event.command()
@@ -185,3 +186,99 @@ def trigger(config_path: str, tenant: str, url: str | None, as_json: bool, sampl
         click.echo(f"{response.status_code} {response.text}")
     if response.status_code >= 400:
         sys.exit(1)
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@main.group()
+def runs() -> None:
+    """Handler runs: replay failed (or all) runs."""
+
+
+@runs.command()
+@config_option
+@click.option("--event", "stripe_event_id", help="One Stripe event id (evt_...).")
+@click.option("--tenant")
+@click.option("--type", "event_type", help="Stripe event type, e.g. charge.refunded.")
+@click.option("--plugin")
+@click.option("--since", help="Received at or after (ISO 8601; UTC unless an offset is given).")
+@click.option("--until", help="Received before (ISO 8601).")
+@click.option(
+    "--include-succeeded",
+    is_flag=True,
+    help="Also re-run succeeded runs, and create runs for handlers installed since.",
+)
+@click.option("--by", "requested_by", default=None, help="Who asks (recorded on each run).")
+@click.option("--json", "as_json", is_flag=True)
+def replay(
+    config_path: str,
+    stripe_event_id: str | None,
+    tenant: str | None,
+    event_type: str | None,
+    plugin: str | None,
+    since: str | None,
+    until: str | None,
+    include_succeeded: bool,
+    requested_by: str | None,
+    as_json: bool,
+) -> None:
+    """Make matching failed and dead runs due now (only those, unless --include-succeeded)."""
+    import getpass
+    import json
+
+    from .plugins import PluginHost
+    from .replay import ReplaySelection
+    from .replay import replay as replay_runs
+
+    config = _load(config_path)
+    selection = ReplaySelection(
+        stripe_event_id=stripe_event_id,
+        tenant=tenant,
+        event_type=event_type,
+        plugin=plugin,
+        received_after=_when(since),
+        received_before=_when(until),
+    )
+    store = Store(config.database)
+    try:
+        result = replay_runs(
+            store,
+            selection,
+            requested_by=requested_by or f"cli:{getpass.getuser()}",
+            only_failed=not include_succeeded,
+            plugins=PluginHost() if include_succeeded else None,
+            config=config,
+        )
+    finally:
+        store.dispose()
+    if as_json:
+        click.echo(json.dumps({"rearmed": result.rearmed, "created": result.created}))
+    else:
+        click.echo(f"re-armed {result.rearmed} runs, created {result.created}")
+
+
+@event.command()
+@config_option
+@click.option("--older-than-days", type=float, required=True)
+@click.option("--json", "as_json", is_flag=True)
+def prune(config_path: str, older_than_days: float, as_json: bool) -> None:
+    """Drop payloads and finished runs of old events; their ids still dedupe redeliveries."""
+    import json
+
+    from .retention import prune as prune_events
+
+    config = _load(config_path)
+    store = Store(config.database)
+    try:
+        result = prune_events(store, older_than_days)
+    finally:
+        store.dispose()
+    if as_json:
+        click.echo(json.dumps({"events": result.events, "runs": result.runs}))
+    else:
+        click.echo(f"pruned {result.events} events and {result.runs} runs")

@@ -80,10 +80,11 @@ class ClaimedRun:
 class Store:
     """One engine and the statements the core runs on it."""
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: DatabaseConfig, *, min_pool_size: int = 0) -> None:
         self.config = config
         self.is_sqlite = config.is_sqlite
-        self.engine = _make_engine(config)
+        # Every concurrent handler run holds a connection for its transaction.
+        self.engine = _make_engine(config, max(config.pool_size, min_pool_size))
         # SQLite has one writer. Queueing in-process writers on a lock wakes them the
         # moment it is free; SQLite's own busy handler sleeps in growing steps instead.
         self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
@@ -393,12 +394,12 @@ def _describe(exc: SQLAlchemyError) -> str:
     return f"{type(original).__name__}: {first_line}"
 
 
-def _make_engine(config: DatabaseConfig) -> Engine:
+def _make_engine(config: DatabaseConfig, pool_size: int) -> Engine:
     if config.is_sqlite:
         engine = create_engine(
             config.url,
             connect_args={"check_same_thread": False, "timeout": config.busy_timeout_ms / 1000},
-            pool_size=config.pool_size,
+            pool_size=pool_size,
         )
         synchronous = config.sqlite_synchronous.upper()
 
@@ -422,8 +423,8 @@ def _make_engine(config: DatabaseConfig) -> Engine:
         return engine
     return create_engine(
         config.url,
-        pool_size=config.pool_size,
-        max_overflow=config.pool_size,
+        pool_size=pool_size,
+        max_overflow=pool_size,
         pool_timeout=config.connect_timeout,
         connect_args={"connect_timeout": max(1, round(config.connect_timeout))},
     )
