@@ -1,0 +1,46 @@
+"""A payhook app with payhook-notify, and a respx router standing in for the chat service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import respx
+
+import payhook_notify
+
+if TYPE_CHECKING:
+    from payhook.testing import PayhookHarness
+
+pytest_plugins = ["payhook.testing"]
+
+TENANT = "pycon"
+# Slack's incoming-webhook URLs carry their secret in the path.
+HOOK_URL = "https://hooks.slack.test/services/T000/B000/not-a-real-secret"
+
+
+@pytest.fixture
+def chat() -> Iterator[respx.MockRouter]:
+    """Outbound HTTP; a request nobody mocked fails the test."""
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def make_notifier(make_payhook: Callable[..., PayhookHarness]) -> Callable[..., PayhookHarness]:
+    def factory(**settings: Any) -> PayhookHarness:
+        config = {"url": HOOK_URL, **settings}
+        return make_payhook(
+            {"notify": payhook_notify},
+            tenants={TENANT: {"plugins": ["notify"], "plugin_config": {"notify": config}}},
+        )
+
+    return factory
+
+
+def run_status(harness: PayhookHarness, event: dict[str, Any], **process: Any) -> str:
+    assert harness.deliver(event).status_code == 200
+    harness.process(**process)
+    [run] = harness.runs(event["id"])
+    return run.status

@@ -1,0 +1,166 @@
+"""Notifications through signed deliveries; the chat service is a respx mock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from conftest import HOOK_URL, TENANT, run_status
+from payhook.testing import PayhookHarness, store_backends
+
+pytestmark = store_backends
+
+Events = Callable[..., dict[str, Any]]
+
+
+def posted_text(route: respx.Route) -> str:
+    body = json.loads(route.calls.last.request.content)
+    assert set(body) == {"text"}
+    return str(body["text"])
+
+
+def test_a_listed_event_is_posted_as_slack_text(
+    make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
+) -> None:
+    route = chat.post(HOOK_URL).respond(200, text="ok")
+    harness = make_notifier(events=["charge.dispute.created"])
+    event = stripe_event("charge.dispute.created")
+
+    assert run_status(harness, event) == "succeeded"
+    assert posted_text(route) == (
+        f"[{TENANT}] Dispute opened: 1.00 USD on ch_000000000000000000000000, reason fraudulent, "
+        f"status warning_needs_response, evidence due 2022-04-04 ({event['id']})"
+    )
+
+
+def test_a_failed_payment_names_amount_reason_and_order(
+    make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
+) -> None:
+    route = chat.post(HOOK_URL).respond(204)
+    harness = make_notifier()  # the defaults: new disputes and failed payments
+    event = stripe_event(
+        "payment_intent.payment_failed",
+        data__object__metadata={"order_id": "7"},
+        data__object__currency="jpy",
+    )
+
+    assert run_status(harness, event) == "succeeded"
+    assert posted_text(route) == (
+        f"[{TENANT}] Payment failed: 2000 JPY (pi_000000000000000000000000): "
+        f"Your card was declined. [order 7] ({event['id']})"
+    )
+
+
+def test_unlisted_events_post_nothing(
+    make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
+) -> None:
+    harness = make_notifier(events=["charge.dispute.*"])
+    assert run_status(harness, stripe_event("payment_intent.succeeded")) == "succeeded"
+    assert not chat.calls
+
+
+def test_patterns_match_event_families(
+    make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
+) -> None:
+    route = chat.post(HOOK_URL).respond(200)
+    harness = make_notifier(events=["charge.dispute.*"])
+    event = stripe_event("charge.dispute.created", type="charge.dispute.closed", data__object__status="lost")
+
+    run_status(harness, event)
+    assert posted_text(route).startswith(f"[{TENANT}] Dispute closed: 1.00 USD on ch_")
+
+
+def test_an_error_answer_fails_the_run_and_the_retry_posts_again(
+    make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
+) -> None:
+    route = chat.post(HOOK_URL).mock(side_effect=[httpx.Response(500), httpx.Response(200)])
+    harness = make_notifier(events=["charge.refunded"])
+    event = stripe_event("charge.refunded.full")
+
+    assert run_status(harness, event) == "failed"
+    [run] = harness.runs(event["id"])
+    assert run.last_error == "hooks.slack.test answered 500"
+    assert "not-a-real-secret" not in (run.last_error or "") + (run.last_traceback or "")
+
+    harness.process(include_scheduled=True)
+    assert [r.status for r in harness.runs(event["id"])] == ["succeeded"]
+    assert route.call_count == 2
+    assert posted_text(route).startswith(f"[{TENANT}] Refund: 1.00 USD of 1.00 USD refunded on ch_")
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout("slow"), httpx.ConnectTimeout("no route")])
+def test_a_timeout_fails_the_run(
+    make_notifier: Callable[..., PayhookHarness],
+    chat: respx.MockRouter,
+    stripe_event: Events,
+    error: Exception,
+) -> None:
+    route = chat.post(HOOK_URL).mock(side_effect=error)
+    harness = make_notifier(events=["charge.dispute.created"], timeout=2.5)
+    event = stripe_event("charge.dispute.created")
+
+    assert run_status(harness, event) == "failed"
+    [run] = harness.runs(event["id"])
+    assert run.last_error == "hooks.slack.test did not answer within 2.5 s"
+    assert route.calls.last.request.extensions["timeout"] == {
+        "connect": 2.5,
+        "read": 2.5,
+        "write": 2.5,
+        "pool": 2.5,
+    }
+
+
+def test_a_redelivered_event_is_not_posted_twice(
+    make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
+) -> None:
+    route = chat.post(HOOK_URL).respond(200)
+    harness = make_notifier(events=["charge.dispute.created"])
+    event = stripe_event("charge.dispute.created")
+    run_status(harness, event)
+
+    assert harness.deliver(event).json()["status"] == "duplicate"
+    harness.process()
+    assert route.call_count == 1
+
+
+def test_the_url_can_come_from_the_environment(
+    make_notifier: Callable[..., PayhookHarness],
+    chat: respx.MockRouter,
+    stripe_event: Events,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYCON_SLACK_URL", "https://chat.example.test/hook")
+    route = chat.post("https://chat.example.test/hook").respond(200)
+    harness = make_notifier(url={"$env": "PYCON_SLACK_URL"}, events=["charge.dispute.created"])
+
+    assert run_status(harness, stripe_event("charge.dispute.created")) == "succeeded"
+    assert route.called
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"url": {"$env": "NOTIFY_UNSET_VARIABLE"}}, "environment variable NOTIFY_UNSET_VARIABLE is not set"),
+        ({"url": "ftp://example.test"}, "plugin_config.notify.url must be an http(s) URL"),
+        ({"events": "charge.dispute.created"}, "plugin_config.notify.events must be a list"),
+        ({"timeout": 0}, "plugin_config.notify.timeout must be a number of seconds greater than 0"),
+        ({"channel": "#ops"}, "plugin_config.notify: unknown key(s) channel"),
+    ],
+)
+def test_a_configuration_mistake_is_dead_with_what_to_fix(
+    make_notifier: Callable[..., PayhookHarness],
+    chat: respx.MockRouter,
+    stripe_event: Events,
+    settings: dict[str, Any],
+    error: str,
+) -> None:
+    harness = make_notifier(**settings)
+    event = stripe_event("charge.dispute.created")
+    assert run_status(harness, event) == "dead"
+    [run] = harness.runs(event["id"])
+    assert error in (run.last_error or "")
+    assert not chat.calls
