@@ -92,6 +92,10 @@ class BatchWriter:
         deliveries = [delivery for delivery, _ in batch]
         try:
             return list(self.store.ingest(deliveries))
+        except StoreUnavailable as exc:
+            # The store is down for everyone: answer the whole batch now (503), rather than
+            # waiting out a connection timeout once per delivery.
+            return [exc] * len(deliveries)
         except Exception as exc:
             if len(deliveries) == 1:
                 return [exc]
@@ -143,21 +147,24 @@ def to_delivery(
     obj = data.get("object") if isinstance(data, dict) else None
     object_id = obj.get("id") if isinstance(obj, dict) else None
     created = event.get("created")
-    account = event.get("account")
-    api_version = event.get("api_version")
     return Delivery(
         tenant=tenant,
         stripe_event_id=event["id"],
         type=event["type"],
         livemode=event.get("livemode") is True,
-        api_version=api_version if isinstance(api_version, str) else None,
-        account=account if isinstance(account, str) else None,
-        object_id=object_id if isinstance(object_id, str) and len(object_id) <= MAX_ID_LENGTH else None,
+        api_version=_short(event.get("api_version"), 64),
+        account=_short(event.get("account"), MAX_ID_LENGTH),
+        object_id=_short(object_id, MAX_ID_LENGTH),
         created=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
         payload=body.decode("utf-8"),
         secret_index=secret_index,
         handlers=handlers,
     )
+
+
+def _short(value: Any, limit: int) -> str | None:
+    """`value` if it is a string that fits its column; these fields are informative only."""
+    return value if isinstance(value, str) and len(value) <= limit else None
 
 
 async def receive(request: Request) -> Response:
