@@ -115,7 +115,7 @@ def main() -> int:
     scenarios = list(SCENARIOS.values()) if args.scenario == "all" else [SCENARIOS[args.scenario]]
     if any(s.plugins for s in scenarios) and PLUGIN not in {e.name for e in entry_points(group="payhook")}:
         sys.exit("the bench plugin is not installed: .venv/bin/pip install -e bench/benchplugin")
-    out = args.out or BENCH / "out" / time.strftime("%Y%m%d-%H%M%S")
+    out = (args.out or BENCH / "out" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     info = machine()
     if args.core_rev:
         info.update(commit=use_core_rev(args.core_rev, out), dirty=False, core="exported with git archive")
