@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from conftest import TENANT, Shop
 from dispute_events import dispute_event
 from payhook.testing import load_event, store_backends
@@ -109,3 +110,22 @@ def test_the_current_api_shape_from_stripes_openapi_fixtures(
         Decimal("10.00"),
         "general",
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [("created", "needs_response"), ("updated", "under_review"), ("closed", "won")]
+)
+def test_each_event_replayed_has_no_further_effect(
+    make_shop: Callable[..., Shop], kind: str, status: str
+) -> None:
+    shop = make_shop(with_orders=True)
+    event = dispute_event(kind, status=status)
+    shop.send(event)
+    first = [(d.status, d.amount, d.order_id) for d in shop.disputes()]
+
+    assert shop.harness.deliver(event).json()["status"] == "duplicate"
+    assert shop.rerun(event) == "succeeded"
+    assert shop.send(dispute_event(kind, status=status)) == "succeeded"
+
+    assert [(d.status, d.amount, d.order_id) for d in shop.disputes()] == first
+    assert len(shop.listener.opened) == 1

@@ -43,5 +43,7 @@ def session_expired(event: Any, ctx: HandlerContext) -> None:
     """The attendee never paid: a still-pending order is cancelled and its hold released."""
     session = event_object(event)
     order = locate_order(ctx, session)
-    if not states.move(order, OrderStatus.CANCELLED):
+    if order.status == OrderStatus.CANCELLED:
+        ctx.logger.info("order %s is already cancelled", order.id)  # a replay
+    elif not states.move(order, OrderStatus.CANCELLED):
         raise Skipped(f"order {order.id} is {order.status}; only a pending order is cancelled")
