@@ -16,6 +16,7 @@ import click
 
 from . import migrations
 from .config import Config, ConfigError, load_config
+from .scaffold import plugin
 from .store import Store
 
 __all__ = ["main"]
@@ -286,3 +287,6 @@ def prune(config_path: str, older_than_days: float, as_json: bool) -> None:
         click.echo(json.dumps({"events": result.events, "runs": result.runs}))
     else:
         click.echo(f"pruned {result.events} events and {result.runs} runs")
+
+
+main.add_command(plugin)
