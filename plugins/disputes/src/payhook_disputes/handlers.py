@@ -33,8 +33,10 @@ def record_dispute(event: Any, ctx: HandlerContext) -> None:
         return
     opened = dispute is None
     if dispute is None:
-        dispute = Dispute(tenant=ctx.tenant.slug, stripe_dispute_id=data["id"])
-    _copy(data, dispute)
+        dispute = Dispute(tenant=ctx.tenant.slug, stripe_dispute_id=data["id"], **_values(data))
+    else:
+        for name, value in _values(data).items():
+            setattr(dispute, name, value)
     if dispute.order_id is None:
         _link_order(ctx, dispute)
     ctx.session.add(dispute)
@@ -42,16 +44,18 @@ def record_dispute(event: Any, ctx: HandlerContext) -> None:
         ctx.after_commit(ctx.hook.dispute_opened, dispute=dispute, tenant=ctx.tenant)
 
 
-def _copy(data: dict[str, Any], dispute: Dispute) -> None:
-    dispute.charge_id = _id(data["charge"])
-    dispute.payment_intent_id = _id(data.get("payment_intent"))
-    dispute.amount = from_minor_units(data["amount"], data["currency"])
-    dispute.currency = data["currency"].lower()
-    dispute.reason = data["reason"]
-    dispute.status = data["status"]
+def _values(data: dict[str, Any]) -> dict[str, Any]:
     due_by = (data.get("evidence_details") or {}).get("due_by")
-    dispute.evidence_due_by = datetime.fromtimestamp(due_by, UTC) if due_by else None
-    dispute.updated_at = utcnow()
+    return {
+        "charge_id": _id(data["charge"]),
+        "payment_intent_id": _id(data.get("payment_intent")),
+        "amount": from_minor_units(data["amount"], data["currency"]),
+        "currency": data["currency"].lower(),
+        "reason": data["reason"],
+        "status": data["status"],
+        "evidence_due_by": datetime.fromtimestamp(due_by, UTC) if due_by else None,
+        "updated_at": utcnow(),
+    }
 
 
 def _link_order(ctx: HandlerContext, dispute: Dispute) -> None:

@@ -42,6 +42,9 @@ def add_payment(session: Session, order: Order, method: PaymentMethod, amount: D
     """
     if method == PaymentMethod.STRIPE:
         raise ValueError("Stripe payments are recorded from Stripe's events")
+    if order.id is None:
+        session.flush()
+    assert order.id is not None
     payment = Payment(
         order_id=order.id,
         method=method,

@@ -64,10 +64,7 @@ def record_success(
         ctx.logger.info("payment for %s is already %s; nothing to do", intent_id or charge_id, payment.status)
         return payment
     if payment is None:
-        payment = Payment(
-            order_id=order.id, stripe_payment_intent_id=intent_id, amount=amount, currency=currency.lower()
-        )
-        ctx.session.add(payment)
+        payment = _new_payment(ctx, order, intent_id, amount, currency)
     payment.status = PaymentStatus.SUCCEEDED
     payment.amount = amount
     payment.currency = currency.lower()
@@ -103,15 +100,20 @@ def _progress(event: Any, ctx: HandlerContext, status: PaymentStatus) -> None:
         raise Skipped(f"{event.type} arrived after {intent['id']}'s payment {payment.status}")
     if payment is None:
         amount = from_minor_units(intent["amount"], intent["currency"])
-        payment = Payment(
-            order_id=order.id,
-            stripe_payment_intent_id=intent["id"],
-            amount=amount,
-            currency=intent["currency"],
-        )
-        ctx.session.add(payment)
+        payment = _new_payment(ctx, order, intent["id"], amount, intent["currency"])
     payment.status = status
     payment.failure_reason = failure_reason(intent) if status == PaymentStatus.FAILED else None
+
+
+def _new_payment(
+    ctx: HandlerContext, order: Order, intent_id: str | None, amount: Decimal, currency: str
+) -> Payment:
+    assert order.id is not None  # loaded from the database
+    payment = Payment(
+        order_id=order.id, stripe_payment_intent_id=intent_id, amount=amount, currency=currency.lower()
+    )
+    ctx.session.add(payment)
+    return payment
 
 
 def _own_payment(
