@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -87,9 +87,11 @@ def test_the_generated_package_installs_and_its_own_tests_pass(tmp_path: Path) -
     assert " passed" in tests.stdout
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed here (tox -e lint has it)")
+@pytest.mark.skipif(find_spec("ruff") is None, reason="ruff is not installed here (tox -e lint has it)")
 def test_the_generated_code_is_ruff_clean_with_its_own_settings(tmp_path: Path) -> None:
     render("badges", tmp_path)
     for command in (["check", "."], ["format", "--check", "."]):
-        result = subprocess.run(["ruff", *command], cwd=tmp_path, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command], cwd=tmp_path, capture_output=True, text=True
+        )
         assert result.returncode == 0, result.stdout + result.stderr
