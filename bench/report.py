@@ -70,6 +70,8 @@ def _row(level: Level, baseline: Level | None, with_drain: bool) -> str:
         str(level.errors),
         "+".join(f"{core:.2f}" for core in level.extra.get("cores", [])) or "-",
         f"{level.client_cpu / level.seconds:.2f}" if level.seconds else "-",
+        f"{level.extra.get('db_cores', 0):.2f}",
+        f"{level.extra.get('other_cores', 0):.2f}",
     ]
     if with_drain:
         drain = level.extra.get("drain_seconds")
@@ -90,6 +92,8 @@ def _table(levels: list[Level], baselines: dict[int, Level], with_drain: bool) -
         "non-200",
         "server cores",
         "client cores",
+        "db cores",
+        "other cores",
     ]
     if with_drain:
         head += ["handler drain s", "runs/s"]

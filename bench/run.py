@@ -43,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for handlers")
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare Starlette baseline")
     parser.add_argument("--profile", action="store_true", help="py-spy an extra c=8 level per scenario")
+    parser.add_argument("--profile-requests", type=int, default=10000, help="requests per profiled level")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default bench/out/<time>)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     parser.add_argument(
@@ -61,15 +62,14 @@ def run_baseline(options: Options, workdir: Path) -> list[Level]:
     port = servers.free_port()
     process = servers.start_baseline(config, port, workdir)
     try:
-        send(port, build_requests(options.warmup, tenants, (), servers.HOST, port), 8, options.timeout)
+        warmup = build_requests(options.warmup, tenants, (), servers.HOST, port)
+        send(port, warmup, 8, options.timeout, [process])
         levels = []
         for concurrency in options.concurrency:
             repeats = []
             for _ in range(options.repeat):
                 requests = build_requests(options.requests, tenants, (), servers.HOST, port)
-                cpu = process.cpu_seconds()
-                repeats.append(send(port, requests, concurrency, options.timeout))
-                repeats[-1].extra["cores"] = [round((process.cpu_seconds() - cpu) / repeats[-1].seconds, 2)]
+                repeats.append(send(port, requests, concurrency, options.timeout, [process]))
             levels.append(median_level(repeats))
             print(f"  baseline c={concurrency}: {levels[-1].rate:7.0f} ev/s", flush=True)
         return levels
@@ -110,6 +110,7 @@ def main() -> int:
         timeout=args.timeout,
         drain_timeout=args.drain_timeout,
         profile=args.profile,
+        profile_requests=args.profile_requests,
     )
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     scenarios = list(SCENARIOS.values()) if args.scenario == "all" else [SCENARIOS[args.scenario]]

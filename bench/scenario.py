@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import cpuacct
 import dbcheck
 import profiling
 import servers
@@ -43,6 +44,7 @@ class Options:
     timeout: float
     drain_timeout: float
     profile: bool
+    profile_requests: int
 
 
 @dataclass
@@ -59,10 +61,26 @@ def make_tenants(count: int) -> list[Tenant]:
     return [Tenant(f"bench-{index}", f"whsec_bench_{secrets.token_hex(16)}") for index in range(count)]
 
 
-def send(port: int, requests: list[Prepared], concurrency: int, timeout: float) -> Level:
-    """Send prepared requests at `concurrency` on a fresh client event loop."""
+def send(
+    port: int, requests: list[Prepared], concurrency: int, timeout: float, processes: list[servers.Process]
+) -> Level:
+    """Send prepared requests at `concurrency` on a fresh client event loop; account the CPU.
+
+    Cores are CPU seconds per second of the level (1.0 = one core busy): each of
+    `processes`, PostgreSQL's processes, and "other", which is everyone else on the machine
+    (noise) after the client's own share is taken out.
+    """
+    cpu = [process.cpu_seconds() for process in processes]
+    machine = cpuacct.snapshot()
     with asyncio.Runner(loop_factory=new_loop) as runner:
-        return runner.run(run_level(requests, concurrency, servers.HOST, port, timeout))
+        level = runner.run(run_level(requests, concurrency, servers.HOST, port, timeout))
+    machine_cores, db_cores = cpuacct.snapshot().cores_since(machine, level.seconds)
+    cores = [(p.cpu_seconds() - before) / level.seconds for p, before in zip(processes, cpu, strict=True)]
+    level.extra["cores"] = [round(core, 2) for core in cores]
+    level.extra["db_cores"] = round(db_cores, 2)
+    other = machine_cores - sum(cores) - db_cores - level.client_cpu / level.seconds
+    level.extra["other_cores"] = round(max(0.0, other), 2)
+    return level
 
 
 def server_stack(pid: int) -> dict[str, bool]:
@@ -107,13 +125,7 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
             def load(concurrency: int, count: int) -> Level:
                 nonlocal handled_total
                 requests = build_requests(count, tenants, handled, servers.HOST, port)  # untimed
-                cpu = [process.cpu_seconds() for process in processes]
-                level = send(port, requests, concurrency, options.timeout)
-                # CPU of each payhook process over the timed window, in cores (1.0 = one core busy).
-                level.extra["cores"] = [
-                    round((process.cpu_seconds() - before) / level.seconds, 2)
-                    for process, before in zip(processes, cpu, strict=True)
-                ]
+                level = send(port, requests, concurrency, options.timeout, processes)
                 sent.extend(requests)
                 level.extra["handled"] = sum(request.handled for request in requests)
                 handled_total += level.extra["handled"]
@@ -136,7 +148,7 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
                 # Extra, unreported c=8 levels: the sampler costs the server some CPU.
                 targets = {process.name.replace("payhook ", ""): process.pid for process in processes}
                 outcome.profile = "\n".join(
-                    profiling.record(targets, workdir, view, lambda: load(8, options.requests))
+                    profiling.record(targets, workdir, view, lambda: load(8, options.profile_requests))
                     for view in profiling.VIEWS
                 )
             for process in processes:
@@ -168,6 +180,7 @@ def final_checks(engine: Any, sent: list[Prepared], handled: int, with_plugin: b
 
 def describe(level: Level) -> str:
     cores = "+".join(f"{core:.2f}" for core in level.extra.get("cores", []))
+    cores += f" db {level.extra.get('db_cores', 0):.2f} other {level.extra.get('other_cores', 0):.2f}"
     text = (
         f"{level.rate:7.0f} ev/s  p50 {level.percentile_ms(50):6.2f}  p95 {level.percentile_ms(95):6.2f}  "
         f"p99 {level.percentile_ms(99):6.2f} ms  errors {level.errors}  "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from cpuacct import process_seconds
 from loadgen import Tenant
 
 __all__ = [
@@ -111,9 +112,7 @@ class Process:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process used so far (its threads included)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_seconds(self.pid)
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
