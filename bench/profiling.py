@@ -22,7 +22,7 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 # Two views of the same kind of load. "threads": every thread that is not idle, so lock and
 # GIL waits show up where they happen. "gil": only the thread holding the GIL, i.e. where the
 # interpreter's one core of Python actually goes.
-VIEWS = {"threads": ["--threads"], "gil": ["--gil"]}
+VIEWS = {"threads": ["--threads"], "gil": ["--gil", "--threads"]}
 
 # py-spy frames look like "function (path/to/module.py:123)"; the line number is dropped so
 # that one function's samples add up.

@@ -118,6 +118,9 @@ def markdown(
         + (f", median of {repeat} runs (range in brackets)." if repeat > 1 else "."),
         "",
     ]
+    if info.get("overrides"):
+        settings = ", ".join(f"`{key} = {value}`" for key, value in info["overrides"].items())
+        lines += [f"Settings changed from payhook's defaults: {settings}.", ""]
     if baseline:
         lines += ["#### Baseline: bare Starlette app, signature check only", ""]
         lines += _table(baseline, {}, with_drain=False)

@@ -44,6 +44,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare Starlette baseline")
     parser.add_argument("--profile", action="store_true", help="py-spy an extra c=8 level per scenario")
     parser.add_argument("--profile-requests", type=int, default=10000, help="requests per profiled level")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=TOML",
+        help="override a payhook setting, e.g. --set processing.concurrency=1 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="work folder (default bench/out/<time>)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     parser.add_argument(
@@ -111,6 +118,7 @@ def main() -> int:
         drain_timeout=args.drain_timeout,
         profile=args.profile,
         profile_requests=args.profile_requests,
+        overrides=dict(item.split("=", 1) for item in args.set),
     )
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     scenarios = list(SCENARIOS.values()) if args.scenario == "all" else [SCENARIOS[args.scenario]]
@@ -118,6 +126,7 @@ def main() -> int:
         sys.exit("the bench plugin is not installed: .venv/bin/pip install -e bench/benchplugin")
     out = (args.out or BENCH / "out" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     info = machine()
+    info["overrides"] = options.overrides
     if args.core_rev:
         info.update(commit=use_core_rev(args.core_rev, out), dirty=False, core="exported with git archive")
     print(f"payhook bench at {info['commit']} on {info['nproc']} cores ({info['cpu']}); work folder {out}")

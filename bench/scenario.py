@@ -45,6 +45,7 @@ class Options:
     drain_timeout: float
     profile: bool
     profile_requests: int
+    overrides: dict[str, str]
 
 
 @dataclass
@@ -100,17 +101,16 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
         handled = payhook_bench.HANDLED_TYPES
     processes: list[servers.Process] = []
     with servers.database(backend) as url:
+        worker = scenario.worker == "in-process"
         config = servers.write_config(
-            workdir / "payhook.toml", url, tenants, scenario.plugins, worker=scenario.worker == "in-process"
+            workdir / "payhook.toml", url, tenants, scenario.plugins, worker, options.overrides
         )
         if backend == "postgres":
             servers.upgrade_database(config, workdir, scenario.plugins)
         engine = dbcheck.connect(url)
         try:
             port = servers.free_port()
-            server = servers.start_server(
-                config, port, workdir, scenario.plugins, worker=scenario.worker == "in-process"
-            )
+            server = servers.start_server(config, port, workdir, scenario.plugins, worker)
             processes.append(server)
             outcome.stack = server_stack(server.pid)
             if scenario.plugins:

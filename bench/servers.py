@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -58,26 +58,40 @@ def database(backend: str) -> Iterator[str]:
 
 
 def write_config(
-    path: Path, url: str, tenants: Sequence[Tenant], plugins: Sequence[str], worker: bool
+    path: Path,
+    url: str,
+    tenants: Sequence[Tenant],
+    plugins: Sequence[str],
+    worker: bool,
+    overrides: Mapping[str, str] | None = None,
 ) -> Path:
-    """A payhook TOML config: every tenant enables the same plugins."""
-    lines = [
-        "[database]",
-        f'url = "{url}"',
-        "",
-        "[processing]",
-        'mode = "queued"',
-        f"worker = {'true' if worker else 'false'}",
-    ]
+    """A payhook TOML config: every tenant enables the same plugins.
+
+    `overrides` maps "database.KEY" or "processing.KEY" to a TOML literal, for trying out
+    settings (say "processing.concurrency" = "1") under the same load.
+    """
+    overrides = dict(overrides or {})
+    sections: dict[str, dict[str, str]] = {
+        "database": {"url": f'"{url}"'},
+        "processing": {"mode": '"queued"', "worker": "true" if worker else "false"},
+    }
+    for dotted, literal in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in sections or not key:
+            raise ValueError(f"--set {dotted}: only database.KEY and processing.KEY can be set")
+        sections[section][key] = literal
+    lines = []
+    for section, values in sections.items():
+        lines += [f"[{section}]", *(f"{key} = {literal}" for key, literal in values.items()), ""]
     plugin_list = ", ".join(f'"{name}"' for name in plugins)
     for tenant in tenants:
         lines += [
-            "",
             f"[tenants.{tenant.slug}]",
             f'webhook_secrets = ["{tenant.secret}"]',
             f"plugins = [{plugin_list}]",
+            "",
         ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
