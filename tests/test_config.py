@@ -126,3 +126,21 @@ def test_disabled_plugin_needed_by_a_tenant_fails_startup() -> None:
     host = PluginHost({"rec": RecordingPlugin("rec")}, disabled={"rec"})
     with pytest.raises(ConfigError, match="disabled by PAYHOOK_DISABLED_PLUGINS"):
         host.check_config(config)
+
+
+def test_plugin_settings_may_come_from_the_environment(tmp_path: Path) -> None:
+    text = (
+        '[tenants.a]\nwebhook_secrets = ["x"]\nplugins = ["notify"]\n'
+        '[tenants.a.plugin_config.notify]\nurl = { "$env" = "SLACK_URL" }\n'
+        'headers = [{ "$env" = "TOKEN" }, "plain"]\nnested = { deep = { "$env" = "SLACK_URL" } }\n'
+    )
+    config = load_config(
+        write(tmp_path, text), environ={"SLACK_URL": "https://hooks.example/x", "TOKEN": "t"}
+    )
+    assert config.tenants["a"].config_for("notify") == {
+        "url": "https://hooks.example/x",
+        "headers": ["t", "plain"],
+        "nested": {"deep": "https://hooks.example/x"},
+    }
+    [line] = problems(tmp_path, text, environ={"TOKEN": "t"})[:1]
+    assert "tenants.a.plugin_config.notify.url: environment variable SLACK_URL is not set" in line

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from payhook import GiveUp, HandlerContext, RetryLater, hookimpl
+from payhook import GiveUp, HandlerContext, RetryLater, Skip, hookimpl
 from payhook.models import HandlerRun, utcnow
 from payhook.testing import PayhookHarness, store_backends
 from sqlalchemy import text, update
@@ -319,3 +319,56 @@ def test_plugin_switched_off_for_a_tenant_after_runs_were_created(
     run = run_of(later, "apply")
     assert run.status == "dead" and "not enabled for tenant 'test'" in (run.last_error or "")
     assert plugin.calls == []
+
+
+def test_skip_records_the_reason_and_rolls_back(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: Skip("no order_id in metadata"))
+    harness = setup(make_payhook, plugin)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    [outcome] = harness.process()
+    assert outcome.status == "skipped"
+    run = run_of(harness, "apply")
+    assert (run.status, run.last_error, run.attempts, run.next_attempt_at) == (
+        "skipped",
+        "no order_id in metadata",
+        1,
+        None,
+    )
+    assert effects(harness.store.engine) == [] and harness.failures() == []
+    assert harness.process(include_scheduled=True) == []
+
+
+def test_retry_later_still_respects_max_attempts(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: RetryLater("not yet", delay=1))
+    harness = setup(make_payhook, plugin, processing={"max_attempts": 3})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process(include_scheduled=True)
+    run = run_of(harness, "apply")
+    assert (run.status, run.attempts) == ("dead", 3)
+
+
+def test_a_runtime_can_start_again_after_stopping(make_payhook: Any, stripe_event: Any) -> None:
+    from starlette.testclient import TestClient
+
+    from .test_plugin_hooks import Mailer, Shop
+
+    harness = make_payhook(
+        {"shop": Shop(), "mailer": Mailer()}, tenants={"t": {"plugins": ["shop", "mailer"]}}
+    )
+    harness.close()  # stop...
+    with TestClient(harness.app) as client:  # ...and start again: plugin hookspecs are added once
+        assert client.get("/healthz").status_code == 200
+
+
+def test_rerun_runs_succeeded_handlers_again(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin)
+    event = stripe_event("payment_intent.succeeded")
+    harness.deliver(event)
+    harness.process()
+    [outcome] = harness.rerun(event["id"])
+    assert outcome.status == "succeeded"
+    assert plugin.calls == [("apply", event["id"])] * 2
+    assert run_of(harness, "apply").replay_count == 1

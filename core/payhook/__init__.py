@@ -2,7 +2,7 @@
 
 from .app import Payhook, PayhookApp, create_app
 from .config import Config, ConfigError, TenantConfig, load_config
-from .context import GiveUp, HandlerContext, RetryLater
+from .context import GiveUp, HandlerContext, RetryLater, Skip
 from .hookspecs import hookimpl, hookspec
 from .models import Event, HandlerRun, RunFailure, RunStatus
 from .store import Store, StoreUnavailable
@@ -23,6 +23,7 @@ __all__ = [
     "RunFailure",
     "RunStatus",
     "SignatureError",
+    "Skip",
     "Store",
     "StoreUnavailable",
     "StoredEvent",

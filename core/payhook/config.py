@@ -333,8 +333,25 @@ class _Parser:
             plugins=tuple(dict.fromkeys(plugins)),
             active=self.value(table, "active", key, bool, True),
             mode=mode,
-            plugin_config={name: dict(value) for name, value in plugin_config.items()},
+            plugin_config={
+                name: self.resolve_env(value, f"{key}.plugin_config.{name}")
+                for name, value in plugin_config.items()
+            },
         )
+
+    def resolve_env(self, value: Any, key: str) -> Any:
+        """Replace every `{ "$env" = "NAME" }` in a plugin's settings with the variable's value."""
+        if isinstance(value, Mapping):
+            if set(value) == {"$env"} and isinstance(value["$env"], str):
+                name = value["$env"]
+                if name not in self.environ:
+                    self.problem(key, f"environment variable {name} is not set; export it")
+                    return None
+                return self.environ[name]
+            return {k: self.resolve_env(v, f"{key}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve_env(item, f"{key}[{i}]") for i, item in enumerate(value)]
+        return value
 
     def secrets(self, value: Any, key: str) -> list[str]:
         if value is None:

@@ -14,7 +14,7 @@ from .config import TenantConfig
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["GiveUp", "HandlerContext", "RetryLater"]
+__all__ = ["GiveUp", "HandlerContext", "RetryLater", "Skip"]
 
 
 class RetryLater(Exception):
@@ -28,6 +28,18 @@ class RetryLater(Exception):
 
 class GiveUp(Exception):
     """Raise from a handler to roll back and mark the run dead at once, with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Skip(Exception):
+    """Raise from a handler when the event needs nothing from it (say, no order id).
+
+    The handler's writes are rolled back and the run is marked `skipped`, with `reason`
+    kept in `last_error`: a decision, recorded, not an error to retry.
+    """
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

@@ -43,6 +43,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # the last attempt failed; another is scheduled
     DEAD = "dead"  # out of attempts, or given up; a redelivery re-arms it
+    SKIPPED = "skipped"  # the handler decided the event needs nothing from it (payhook.Skip)
 
 
 def _time(nullable: bool = False, index: bool = False) -> Any:

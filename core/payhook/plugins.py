@@ -55,6 +55,7 @@ class PluginHost:
         self.disabled = frozenset(disabled_from_env() if disabled is None else disabled)
         self.load_errors: dict[str, str] = {}
         self.names: list[str] = []
+        self._hookspecs: list[Any] = []
         if plugins is None:
             self._discover()
         else:
@@ -72,8 +73,13 @@ class PluginHost:
         return self.pm.hook
 
     def add_hookspecs(self, module_or_class: Any) -> None:
-        """Let a plugin declare hooks of its own for other plugins to implement."""
-        self.pm.add_hookspecs(module_or_class)
+        """Let a plugin declare hooks of its own for other plugins to implement.
+
+        Adding the same specs again (a runtime started twice) is a no-op.
+        """
+        if module_or_class not in self._hookspecs:
+            self.pm.add_hookspecs(module_or_class)
+            self._hookspecs.append(module_or_class)
 
     def _discover(self) -> None:
         for entry_point in entry_points(group=ENTRY_POINT_GROUP):

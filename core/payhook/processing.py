@@ -16,7 +16,7 @@ from typing import Any
 import stripe
 
 from .config import Config, RetryPolicy
-from .context import GiveUp, HandlerContext, RetryLater
+from .context import GiveUp, HandlerContext, RetryLater, Skip
 from .models import RunStatus, utcnow
 from .plugins import PluginHost
 from .store import ClaimedRun, Store
@@ -102,6 +102,7 @@ class Processor:
         )
         started = time.perf_counter()
         error: BaseException | None = None
+        skipped: Skip | None = None
         with self.store.session() as session:
             ctx = HandlerContext(
                 session=session,
@@ -124,9 +125,18 @@ class Processor:
                     log.warning("run %s lost its lease before committing; its work was rolled back", run.id)
                     return RunOutcome(run.id, RunStatus.RUNNING, "lease lost")
                 session.commit()
+            except Skip as exc:
+                session.rollback()
+                skipped = exc
             except Exception as exc:
                 session.rollback()
                 error = exc
+        if skipped is not None:
+            elapsed = (time.perf_counter() - started) * 1000
+            if not self.store.record_skip(run, skipped.reason, elapsed):
+                return RunOutcome(run.id, RunStatus.RUNNING, "lease lost")
+            logger.info("run %s skipped: %s", run.id, skipped.reason)
+            return RunOutcome(run.id, RunStatus.SKIPPED, skipped.reason)
         if error is not None:
             return self._fail(run, policy, error, event, ctx)
         for callback in ctx._after_commit:
@@ -158,12 +168,10 @@ class Processor:
         ctx: HandlerContext | None,
     ) -> RunOutcome:
         failures = run.attempts - run.attempt_base
-        if isinstance(error, GiveUp):
+        if isinstance(error, GiveUp) or failures >= policy.max_attempts:
             next_attempt_at = None
         elif isinstance(error, RetryLater):
             next_attempt_at = utcnow() + timedelta(seconds=max(0.0, error.delay))
-        elif failures >= policy.max_attempts:
-            next_attempt_at = None
         else:
             next_attempt_at = utcnow() + timedelta(seconds=backoff_delay(policy, failures))
         error_type = _qualified_name(type(error))

@@ -48,14 +48,14 @@ def replay(
     """Make the selected runs due now, with a fresh attempt budget, and record who asked.
 
     With `only_failed` (the default) only `failed` and `dead` runs are re-armed. Without it,
-    `succeeded` runs are re-run too, and, given `plugins` and `config`, runs are created for
+    `succeeded` and `skipped` runs are re-run too, and, given `plugins` and `config`, runs are created for
     handlers that apply now but did not when the event arrived (a plugin installed later).
     Runs that are `pending` or `running` are left alone: they are about to run anyway.
     Pruned events are never replayed: their payload is gone.
     """
     statuses = [RunStatus.FAILED.value, RunStatus.DEAD.value]
     if not only_failed:
-        statuses.append(RunStatus.SUCCEEDED.value)
+        statuses += [RunStatus.SUCCEEDED.value, RunStatus.SKIPPED.value]
     now = utcnow()
     with store.transaction() as conn:
         created = 0

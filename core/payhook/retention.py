@@ -12,7 +12,7 @@ from .store import EVENT, FAILURE, RUN, Store
 
 __all__ = ["PruneResult", "prune"]
 
-FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.DEAD.value)
+FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.SKIPPED.value, RunStatus.DEAD.value)
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class PruneResult:
 
 
 def prune(store: Store, older_than_days: float, *, batch: int = 1000) -> PruneResult:
-    """Prune events received more than `older_than_days` ago whose runs have all finished.
+    """Prune events received more than `older_than_days` ago whose runs have all finished
+    (succeeded, skipped or dead).
 
     A pruned event keeps its row (tenant, Stripe event id, type, times) with an empty
     payload: the unique key that deduplicates deliveries stays, so a late redelivery is still

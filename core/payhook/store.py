@@ -278,6 +278,22 @@ class Store:
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
+    def record_skip(self, run: ClaimedRun, reason: str, duration_ms: float) -> bool:
+        """Mark a run `skipped` with its reason (the handler raised payhook.Skip)."""
+        with self.transaction() as conn:
+            result = conn.execute(
+                self._guarded(run).values(
+                    status=RunStatus.SKIPPED.value,
+                    last_error=reason,
+                    finished_at=utcnow(),
+                    duration_ms=duration_ms,
+                    next_attempt_at=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                )
+            )
+        return bool(result.rowcount == 1)
+
     def record_failure(
         self,
         run: ClaimedRun,
@@ -424,7 +440,8 @@ def _make_engine(config: DatabaseConfig, pool_size: int) -> Engine:
     return create_engine(
         config.url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # Bounded, so many processes on one server stay under its max_connections.
+        max_overflow=2,
         pool_timeout=config.connect_timeout,
         connect_args={"connect_timeout": max(1, round(config.connect_timeout))},
     )

@@ -31,7 +31,8 @@ from .app import PayhookApp, create_app
 from .config import Config
 from .models import Event, HandlerRun, RunFailure, RunStatus, utcnow
 from .processing import RunOutcome
-from .samples import FIXTURES, load_event
+from .replay import ReplaySelection, replay
+from .samples import FIXTURES, fresh_event_id, load_event
 from .store import Store
 from .verification import sign
 
@@ -40,6 +41,7 @@ __all__ = [
     "POSTGRES_URL_ENV",
     "REQUIRE_POSTGRES_ENV",
     "PayhookHarness",
+    "fresh_event_id",
     "load_event",
     "postgres_database",
     "signed_headers",
@@ -108,6 +110,17 @@ class PayhookHarness:
                 break
             outcomes.extend(processor.execute(run) for run in claimed)
         return outcomes
+
+    def rerun(self, stripe_event_id: str, plugin: str | None = None) -> list[RunOutcome]:
+        """Run an event's handlers again, succeeded ones included, as an operator's replay
+        would: the way to prove a handler is idempotent."""
+        replay(
+            self.store,
+            ReplaySelection(stripe_event_id=stripe_event_id, tenant=None, plugin=plugin),
+            requested_by="payhook.testing",
+            only_failed=False,
+        )
+        return self.process()
 
     def make_retries_due(self) -> None:
         with self.store.transaction() as conn:
@@ -254,7 +267,12 @@ def make_payhook(payhook_database_url: str) -> Iterator[Callable[..., PayhookHar
     The worker does not run by itself; call ``harness.process()`` to run due handlers.
     Pass ``processing={"worker": True}`` to start the in-process worker instead.
     """
-    from starlette.testclient import TestClient
+    import warnings
+
+    with warnings.catch_warnings():
+        # Starlette's TestClient prefers httpx2; payhook (and respx) use httpx.
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
 
     harnesses: list[PayhookHarness] = []
 
