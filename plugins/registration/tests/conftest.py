@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from payhook import hookimpl
-from payhook.models import HandlerRun, utcnow
-from sqlalchemy import update
 from sqlmodel import col, select
 
 import payhook_registration
-from payhook_registration.models import Order, Payment, SkippedEvent
+from payhook_registration.models import Order, Payment
 from payhook_registration.orders import create_order
 
 if TYPE_CHECKING:
@@ -74,10 +72,6 @@ class Conference:
         with self.harness.session() as session:
             return list(session.exec(query))
 
-    def skips(self) -> list[SkippedEvent]:
-        with self.harness.session() as session:
-            return list(session.exec(select(SkippedEvent).order_by(col(SkippedEvent.id))))
-
     def send(self, event: dict[str, Any], *, tenant: str = TENANT, expect: str = "accepted") -> str:
         """Deliver over signed HTTP, run the handlers, and return the run's status."""
         response = self.harness.deliver(event, tenant=tenant)
@@ -88,21 +82,21 @@ class Conference:
         return run.status
 
     def rerun(self, event: dict[str, Any]) -> str:
-        """Run the event's handler again, as the core does after a crash mid-commit."""
-        [run] = self.harness.runs(event["id"])
-        with self.harness.store.transaction() as conn:
-            conn.execute(
-                update(HandlerRun)
-                .where(col(HandlerRun.id) == run.id)
-                .values(status="pending", next_attempt_at=utcnow())
-            )
-        self.harness.process()
+        """Run the event's handler again, succeeded or skipped, as after a crash mid-commit."""
+        self.harness.rerun(event["id"])
         [run] = self.harness.runs(event["id"])
         return run.status
 
     def last_error(self, event: dict[str, Any]) -> str:
+        """The run's `last_error`: why it is dead, or why it was skipped."""
         [run] = self.harness.runs(event["id"])
         return run.last_error or ""
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(Stripe event id, reason) of every skipped run, oldest first."""
+        events = {event.id: event.stripe_event_id for event in self.harness.events()}
+        runs = self.harness.runs()
+        return [(events[run.event_id], run.last_error or "") for run in runs if run.status == "skipped"]
 
     def new_intent_id(self) -> str:
         self._intents += 1

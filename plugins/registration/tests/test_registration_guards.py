@@ -16,19 +16,22 @@ def test_an_event_without_order_id_is_skipped_with_its_reason(conference: Confer
     order_id = conference.order()
     event = intent_event("succeeded", None, "pi_anonymous")
 
-    assert conference.send(event) == "succeeded"
-    [skip] = conference.skips()
-    assert (skip.tenant, skip.stripe_event_id, skip.event_type, skip.reason) == (
-        TENANT,
-        event["id"],
-        "payment_intent.succeeded",
-        "pi_anonymous has no metadata.order_id",
-    )
+    # Recorded as skipped with its reason: a decision, not an error to retry.
+    assert conference.send(event) == "skipped"
+    assert conference.last_error(event) == "pi_anonymous has no metadata.order_id"
+    assert conference.skipped() == [(event["id"], "pi_anonymous has no metadata.order_id")]
+    [run] = conference.harness.runs(event["id"])
+    assert (run.plugin, run.attempts, run.next_attempt_at) == ("registration", 1, None)
+    assert conference.harness.failures() == []
     assert conference.payments() == []
     assert conference.get(order_id).status == "pending"
+    assert conference.hooks.paid == []
 
-    conference.rerun(event)
-    assert len(conference.skips()) == 1
+    # Not retried by the worker; re-run on purpose, it skips again, still without a failure.
+    assert conference.harness.process(include_scheduled=True) == []
+    assert conference.rerun(event) == "skipped"
+    assert conference.skipped() == [(event["id"], "pi_anonymous has no metadata.order_id")]
+    assert conference.harness.failures() == []
 
 
 def test_another_tenants_order_is_never_touched(conference: Conference) -> None:

@@ -4,30 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from payhook import HandlerContext
+from payhook import HandlerContext, Skip
 from payhook.currency import from_minor_units
 
 from . import states
 from .lookup import event_object, locate_order, require_currency
 from .models import OrderStatus
 from .payments import record_success
-from .skips import Skipped, records_skips
 
 __all__ = ["session_completed", "session_expired"]
 
 
-@records_skips
 def session_completed(event: Any, ctx: HandlerContext) -> None:
     """A paid session is a succeeded payment of its intent; unpaid ones wait for their money."""
     session = event_object(event)
     if session.get("payment_status") != "paid":
-        raise Skipped(f"{session['id']} completed with payment_status {session.get('payment_status')!r}")
+        raise Skip(f"{session['id']} completed with payment_status {session.get('payment_status')!r}")
     order = locate_order(ctx, session)
     require_currency(order, session["currency"], session["id"])
     intent = session.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
     if not intent_id:
-        raise Skipped(f"{session['id']} has no payment intent: nothing was charged")
+        raise Skip(f"{session['id']} has no payment intent: nothing was charged")
     record_success(
         ctx,
         order,
@@ -38,7 +36,6 @@ def session_completed(event: Any, ctx: HandlerContext) -> None:
     )
 
 
-@records_skips
 def session_expired(event: Any, ctx: HandlerContext) -> None:
     """The attendee never paid: a still-pending order is cancelled and its hold released."""
     session = event_object(event)
@@ -46,4 +43,4 @@ def session_expired(event: Any, ctx: HandlerContext) -> None:
     if order.status == OrderStatus.CANCELLED:
         ctx.logger.info("order %s is already cancelled", order.id)  # a replay
     elif not states.move(order, OrderStatus.CANCELLED):
-        raise Skipped(f"order {order.id} is {order.status}; only a pending order is cancelled")
+        raise Skip(f"order {order.id} is {order.status}; only a pending order is cancelled")

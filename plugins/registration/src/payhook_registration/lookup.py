@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from payhook import GiveUp, HandlerContext, TenantConfig
+from payhook import GiveUp, HandlerContext, Skip, TenantConfig
 from sqlmodel import Session, col, or_, select
 
 from .models import Order, Payment
-from .skips import Skipped
 
 __all__ = [
     "event_object",
@@ -40,12 +39,12 @@ def order_id_in(obj: dict[str, Any]) -> int | None:
 def locate_order(ctx: HandlerContext, obj: dict[str, Any]) -> Order:
     """The order named by `obj`'s `metadata.order_id`, locked for this transaction.
 
-    Skips an object without one; gives up on an order that does not exist or belongs to
-    another tenant, which is never touched.
+    Skips an object without one (`payhook.Skip`: such events are often not about orders);
+    gives up on an order that does not exist or belongs to another tenant, never touched.
     """
     order_id = order_id_in(obj)
     if order_id is None:
-        raise Skipped(f"{obj.get('id')} has no metadata.order_id")
+        raise Skip(f"{obj.get('id')} has no metadata.order_id")
     return load_order(ctx, order_id, f"metadata.order_id of {obj.get('id')}")
 
 

@@ -1,4 +1,4 @@
-"""The plugin's tables: orders, their payments, and events it skipped on purpose."""
+"""The plugin's tables: orders and their payments."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from payhook.models import UTCDateTime, utcnow
 from sqlalchemy import Column, Numeric, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Order", "OrderStatus", "Payment", "PaymentMethod", "PaymentStatus", "SkippedEvent"]
+__all__ = ["Order", "OrderStatus", "Payment", "PaymentMethod", "PaymentStatus"]
 
 # Three decimal places hold every currency Stripe charges in (KWD, BHD, ...).
 MONEY = Numeric(18, 3)
@@ -84,19 +84,4 @@ class Payment(SQLModel, table=True):
     stripe_payment_intent_id: str | None = Field(default=None, max_length=255, unique=True, index=True)
     stripe_charge_id: str | None = Field(default=None, max_length=255, index=True)
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime = _time()
-
-
-class SkippedEvent(SQLModel, table=True):
-    """An event a handler chose not to act on, and why (payhook has no "skipped" run status)."""
-
-    __tablename__ = "registration_skipped_event"
-
-    id: int | None = Field(default=None, primary_key=True)
-    # The core's handler run: one skip per run, however often it is re-run.
-    run_id: int = Field(unique=True)
-    tenant: str = Field(max_length=64, index=True)
-    stripe_event_id: str = Field(max_length=255)
-    event_type: str = Field(max_length=255)
-    reason: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = _time()

@@ -5,20 +5,18 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from payhook import GiveUp, HandlerContext
+from payhook import GiveUp, HandlerContext, Skip
 from payhook.currency import from_minor_units
 
 from . import states
 from .lookup import event_object, locate_order, payment_for, require_currency
 from .models import Order, OrderStatus, Payment, PaymentStatus
-from .skips import Skipped, records_skips
 
 __all__ = ["intent_failed", "intent_processing", "intent_succeeded", "record_success"]
 
 _DONE = (PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED)
 
 
-@records_skips
 def intent_succeeded(event: Any, ctx: HandlerContext) -> None:
     """The intent's payment succeeded with `amount_received`; the order may now be paid."""
     intent = event_object(event)
@@ -34,13 +32,11 @@ def intent_succeeded(event: Any, ctx: HandlerContext) -> None:
     )
 
 
-@records_skips
 def intent_processing(event: Any, ctx: HandlerContext) -> None:
     """The payment is under way (bank debits take days); the order waits."""
     _progress(event, ctx, PaymentStatus.PROCESSING)
 
 
-@records_skips
 def intent_failed(event: Any, ctx: HandlerContext) -> None:
     """`payment_failed` and `canceled`: the payment failed; the order is left as it is."""
     _progress(event, ctx, PaymentStatus.FAILED)
@@ -94,10 +90,10 @@ def _progress(event: Any, ctx: HandlerContext, status: PaymentStatus) -> None:
     order = locate_order(ctx, intent)
     require_currency(order, intent["currency"], intent["id"])
     if ctx.newer_event_applied():
-        raise Skipped(f"a newer event about {intent['id']} was already applied")
+        raise Skip(f"a newer event about {intent['id']} was already applied")
     payment = _own_payment(ctx, order, intent["id"], None)
     if payment is not None and payment.status in _DONE:
-        raise Skipped(f"{event.type} arrived after {intent['id']}'s payment {payment.status}")
+        raise Skip(f"{event.type} arrived after {intent['id']}'s payment {payment.status}")
     if payment is None:
         amount = from_minor_units(intent["amount"], intent["currency"])
         payment = _new_payment(ctx, order, intent["id"], amount, intent["currency"])

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from payhook import GiveUp, HandlerContext
+from payhook import GiveUp, HandlerContext, Skip
 from payhook.currency import from_minor_units, quantize
 
 from . import states
 from .lookup import event_object, load_order, order_id_in, payment_for, require_currency
 from .models import Order, OrderStatus, Payment, PaymentStatus
 from .payments import record_success
-from .skips import Skipped, records_skips
 
 __all__ = ["charge_refunded"]
 
 
-@records_skips
 def charge_refunded(event: Any, ctx: HandlerContext) -> None:
     """Record the charge's cumulative `amount_refunded`; full -> refunded, else partially.
 
@@ -43,7 +41,7 @@ def charge_refunded(event: Any, ctx: HandlerContext) -> None:
     refunded = from_minor_units(charge["amount_refunded"], currency)
     if refunded < payment.amount_refunded:
         recorded = quantize(payment.amount_refunded, currency)
-        raise Skipped(f"{charge['id']} refunded {refunded}, less than the {recorded} recorded")
+        raise Skip(f"{charge['id']} refunded {refunded}, less than the {recorded} recorded")
     if refunded == payment.amount_refunded:
         ctx.logger.info("refund of %s %s on %s already recorded", refunded, currency, charge["id"])
         return
@@ -74,7 +72,7 @@ def _locate(
         return order, payment
     payment = payment_for(ctx.session, intent_id, charge["id"])
     if payment is None:
-        raise Skipped(f"{charge['id']} has no metadata.order_id and pays for no recorded payment")
+        raise Skip(f"{charge['id']} has no metadata.order_id and pays for no recorded payment")
     order = load_order(ctx, payment.order_id, f"order of the payment for {intent_id or charge['id']}")
     return order, payment
 

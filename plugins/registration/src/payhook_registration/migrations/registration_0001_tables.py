@@ -1,4 +1,4 @@
-"""registration_order, registration_payment, registration_skipped_event.
+"""registration_order, registration_payment.
 
 Revision ID: registration_0001
 Revises:
@@ -56,22 +56,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_registration_payment_stripe_charge_id", "registration_payment", ["stripe_charge_id"])
 
-    op.create_table(
-        "registration_skipped_event",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("run_id", sa.Integer(), nullable=False),
-        sa.Column("tenant", sa.String(length=64), nullable=False),
-        sa.Column("stripe_event_id", sa.String(length=255), nullable=False),
-        sa.Column("event_type", sa.String(length=255), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("run_id"),
-    )
-    op.create_index("ix_registration_skipped_event_tenant", "registration_skipped_event", ["tenant"])
-
 
 def downgrade() -> None:
-    op.drop_table("registration_skipped_event")
     op.drop_table("registration_payment")
     op.drop_table("registration_order")
