@@ -11,9 +11,7 @@ from . import handlers, hookspecs
 
 @hookimpl
 def startup(host: Any) -> None:
-    # A restarted app runs startup again, and pluggy takes a hook's spec only once.
-    if getattr(getattr(host.hook, "dispute_opened", None), "spec", None) is None:
-        host.add_hookspecs(hookspecs)
+    host.add_hookspecs(hookspecs)  # payhook ignores a repeat (an app started twice)
 
 
 @hookimpl
