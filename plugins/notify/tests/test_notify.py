@@ -10,6 +10,7 @@ import httpx
 import pytest
 import respx
 from conftest import HOOK_URL, TENANT, run_status
+from payhook import ConfigError
 from payhook.testing import PayhookHarness, store_backends
 
 pytestmark = store_backends
@@ -137,14 +138,44 @@ def test_the_url_can_come_from_the_environment(
     route = chat.post("https://chat.example.test/hook").respond(200)
     harness = make_notifier(url={"$env": "PYCON_SLACK_URL"}, events=["charge.dispute.created"])
 
+    # payhook's configuration resolved it; the plugin sees the URL itself.
+    assert harness.config.tenants[TENANT].config_for("notify")["url"] == "https://chat.example.test/hook"
     assert run_status(harness, stripe_event("charge.dispute.created")) == "succeeded"
     assert route.called
+
+
+def test_a_missing_environment_variable_stops_payhook_at_start(
+    make_notifier: Callable[..., PayhookHarness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOTIFY_UNSET_VARIABLE", raising=False)
+    with pytest.raises(ConfigError) as raised:
+        make_notifier(url={"$env": "NOTIFY_UNSET_VARIABLE"})
+    [problem] = raised.value.problems
+    assert problem.endswith(
+        f"tenants.{TENANT}.plugin_config.notify.url: environment variable NOTIFY_UNSET_VARIABLE is not set; "
+        "export it"
+    )
+
+
+def test_an_empty_environment_variable_is_dead_with_what_to_fix(
+    make_notifier: Callable[..., PayhookHarness],
+    chat: respx.MockRouter,
+    stripe_event: Events,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYCON_SLACK_URL", "")
+    harness = make_notifier(url={"$env": "PYCON_SLACK_URL"})
+    event = stripe_event("charge.dispute.created")
+
+    assert run_status(harness, event) == "dead"
+    [run] = harness.runs(event["id"])
+    assert run.last_error == "plugin_config.notify.url is empty (an environment variable set to nothing?)"
+    assert not chat.calls
 
 
 @pytest.mark.parametrize(
     ("settings", "error"),
     [
-        ({"url": {"$env": "NOTIFY_UNSET_VARIABLE"}}, "environment variable NOTIFY_UNSET_VARIABLE is not set"),
         ({"url": "ftp://example.test"}, "plugin_config.notify.url must be an http(s) URL"),
         ({"events": "charge.dispute.created"}, "plugin_config.notify.events must be a list"),
         ({"timeout": 0}, "plugin_config.notify.timeout must be a number of seconds greater than 0"),

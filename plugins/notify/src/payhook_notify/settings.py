@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +28,13 @@ class Settings:
         return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.events)
 
 
-def load(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+def load(config: Mapping[str, Any]) -> Settings:
     """Validated settings; a mistake gives the run up with a message naming the key.
 
     payhook does not let plugins check their configuration at startup, so a mistake
-    shows up here, as dead runs whose error says what to fix.
+    shows up here, as dead runs whose error says what to fix. (payhook itself resolves
+    `{ "$env" = "NAME" }` when it loads the configuration, and refuses to start when the
+    variable is missing.)
     """
     unknown = sorted(set(config) - _KEYS)
     if unknown:
@@ -44,17 +45,14 @@ def load(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) ->
     timeout = config.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise GiveUp(f"{_WHERE}.timeout must be a number of seconds greater than 0, got {timeout!r}")
-    return Settings(url=_url(config.get("url"), environ), events=tuple(events), timeout=float(timeout))
+    return Settings(url=_url(config.get("url")), events=tuple(events), timeout=float(timeout))
 
 
-def _url(value: Any, environ: Mapping[str, str] | None) -> str:
-    # The URL of a Slack incoming webhook is itself a secret: allow it from the environment,
-    # with the same { "$env" = "NAME" } form payhook uses for webhook secrets.
-    if isinstance(value, Mapping) and set(value) == {"$env"}:
-        name = value["$env"]
-        value = (os.environ if environ is None else environ).get(name, "")
-        if not value:
-            raise GiveUp(f"{_WHERE}.url: environment variable {name} is not set or empty")
+def _url(value: Any) -> str:
+    # The URL of a Slack incoming webhook is itself a secret: organisers give it as
+    # { "$env" = "NAME" }, which payhook has replaced with the variable's value by now.
+    if value == "":
+        raise GiveUp(f"{_WHERE}.url is empty (an environment variable set to nothing?)")
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         raise GiveUp(f'{_WHERE}.url must be an http(s) URL or {{ "$env" = "NAME" }}')
     return value
