@@ -31,13 +31,13 @@ def test_discovery_finds_the_plugin_and_its_handlers() -> None:
     }
 
 
-
 def test_its_hooks_are_declared_at_startup_however_often_it_runs() -> None:
     host = PluginHost({"disputes": payhook_disputes})
     host.hook.startup(host=host)
     host.hook.startup(host=host)  # an app whose lifespan is entered again
     assert host.hook.dispute_opened.spec is not None
     assert host.hook.order_for_charge.spec is not None
+
 
 @store_backends
 def test_the_migration_creates_exactly_the_models_table(payhook_database_url: str) -> None:

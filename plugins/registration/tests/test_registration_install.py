@@ -32,13 +32,13 @@ def test_discovery_finds_the_plugin_and_its_handlers() -> None:
     assert {"payment_intent.succeeded", "charge.refunded", "checkout.session.expired"} <= handled
 
 
-
 def test_its_hooks_are_declared_at_startup_however_often_it_runs() -> None:
     host = PluginHost({"registration": payhook_registration})
     host.hook.startup(host=host)
     host.hook.startup(host=host)  # an app whose lifespan is entered again
     assert host.hook.order_paid.spec is not None
     assert host.hook.order_needs_attention.spec is not None
+
 
 @store_backends
 def test_a_discovered_registration_pays_an_order(
