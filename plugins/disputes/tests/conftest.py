@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from payhook import hookimpl
-from payhook.models import HandlerRun, utcnow
-from sqlalchemy import update
 from sqlmodel import col, select
 
 import payhook_disputes
@@ -62,14 +60,7 @@ class Shop:
 
     def rerun(self, event: dict[str, Any]) -> str:
         """Run the event's handler again, as the core does after a crash mid-commit."""
-        [run] = self.harness.runs(event["id"])
-        with self.harness.store.transaction() as conn:
-            conn.execute(
-                update(HandlerRun)
-                .where(col(HandlerRun.id) == run.id)
-                .values(status="pending", next_attempt_at=utcnow())
-            )
-        self.harness.process()
+        self.harness.rerun(event["id"])
         [run] = self.harness.runs(event["id"])
         return run.status
 
