@@ -8,10 +8,11 @@ noisy measurement can be recognised instead of believed.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Snapshot", "process_seconds", "snapshot"]
+__all__ = ["Snapshot", "process_seconds", "snapshot", "wait_quiet"]
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -30,28 +31,49 @@ def _machine_busy() -> float:
     return (user + nice + system + irq + softirq + steal) / TICK
 
 
-def _postgres() -> float:
-    total = 0.0
+def _postgres() -> dict[int, float]:
+    """CPU seconds per PostgreSQL process (server and backends)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() == "postgres":
-                total += process_seconds(int(entry.name))
+                found[int(entry.name)] = process_seconds(int(entry.name))
         except OSError:
             continue  # the process ended while we looked
-    return total
+    return found
 
 
 @dataclass(frozen=True)
 class Snapshot:
     machine: float
-    postgres: float
+    postgres: dict[int, float]
 
     def cores_since(self, before: Snapshot, seconds: float) -> tuple[float, float]:
-        """(machine, postgres) busy cores between `before` and this snapshot."""
-        return (self.machine - before.machine) / seconds, (self.postgres - before.postgres) / seconds
+        """(machine, postgres) busy cores between `before` and this snapshot.
+
+        A backend that started in between counts from zero; one that ended is lost (its
+        time is then counted as "other" by whoever subtracts).
+        """
+        postgres = sum(spent - before.postgres.get(pid, 0.0) for pid, spent in self.postgres.items())
+        return (self.machine - before.machine) / seconds, postgres / seconds
 
 
 def snapshot() -> Snapshot:
     return Snapshot(_machine_busy(), _postgres())
+
+
+def wait_quiet(threshold: float, timeout: float, window: float = 1.0) -> float:
+    """Wait until the machine is busy with less than `threshold` cores over `window` seconds.
+
+    Call it between levels, when the benchmark itself is idle, to dodge other people's test
+    bursts. Gives up after `timeout` seconds; returns the last busy-cores reading.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        before = _machine_busy()
+        time.sleep(window)
+        busy = (_machine_busy() - before) / window
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine, text
 
-__all__ = ["Drain", "StoreCheck", "check_stored", "connect", "hits", "run_statuses", "wait_drained"]
+__all__ = [
+    "Drain",
+    "StoreCheck",
+    "check_stored",
+    "connect",
+    "hits",
+    "last_event_id",
+    "mean_batch",
+    "run_statuses",
+    "wait_drained",
+]
 
 # Coarse on purpose: every poll is a query the server's database also has to answer.
 POLL_SECONDS = 0.05
@@ -51,6 +61,23 @@ def check_stored(engine: Engine, sent: Iterable[tuple[str, str]]) -> StoreCheck:
         duplicated=sum(1 for count in stored.values() if count > 1),
         unexpected=len(stored.keys() - expected),
     )
+
+
+def last_event_id(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM payhook_event")).scalar_one())
+
+
+def mean_batch(engine: Engine, after_id: int) -> float | None:
+    """Events per ingest transaction since `after_id`.
+
+    Relies on a detail of the core: `Store.ingest` stamps every event of one transaction
+    with the same `received_at`, so distinct stamps count transactions.
+    """
+    with engine.connect() as conn:
+        query = "SELECT COUNT(*), COUNT(DISTINCT received_at) FROM payhook_event WHERE id > :after"
+        events, batches = conn.execute(text(query), {"after": after_id}).one()
+    return events / batches if batches else None
 
 
 def run_statuses(engine: Engine) -> dict[str, int]:

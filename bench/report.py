@@ -73,6 +73,7 @@ def _row(level: Level, baseline: Level | None, with_drain: bool) -> str:
         f"{level.extra.get('db_cores', 0):.2f}",
         f"{level.extra.get('other_cores', 0):.2f}",
     ]
+    cells.append(f"{level.extra['batch']:.1f}" if level.extra.get("batch") else "-")
     if with_drain:
         drain = level.extra.get("drain_seconds")
         rate = level.extra.get("runs_per_second")
@@ -94,6 +95,7 @@ def _table(levels: list[Level], baselines: dict[int, Level], with_drain: bool) -
         "client cores",
         "db cores",
         "other cores",
+        "ingest batch",
     ]
     if with_drain:
         head += ["handler drain s", "runs/s"]

@@ -41,6 +41,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tenants", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for one level")
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for handlers")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each level, wait up to this many seconds for the machine to be idle (0: don't)",
+    )
+    parser.add_argument(
+        "--quiet-cores", type=float, default=0.3, help="busy cores below which the machine counts as idle"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare Starlette baseline")
     parser.add_argument("--profile", action="store_true", help="py-spy an extra c=8 level per scenario")
     parser.add_argument("--profile-requests", type=int, default=10000, help="requests per profiled level")
@@ -70,13 +79,13 @@ def run_baseline(options: Options, workdir: Path) -> list[Level]:
     process = servers.start_baseline(config, port, workdir)
     try:
         warmup = build_requests(options.warmup, tenants, (), servers.HOST, port)
-        send(port, warmup, 8, options.timeout, [process])
+        send(port, warmup, 8, [process], options)
         levels = []
         for concurrency in options.concurrency:
             repeats = []
             for _ in range(options.repeat):
                 requests = build_requests(options.requests, tenants, (), servers.HOST, port)
-                repeats.append(send(port, requests, concurrency, options.timeout, [process]))
+                repeats.append(send(port, requests, concurrency, [process], options))
             levels.append(median_level(repeats))
             print(f"  baseline c={concurrency}: {levels[-1].rate:7.0f} ev/s", flush=True)
         return levels
@@ -119,6 +128,8 @@ def main() -> int:
         profile=args.profile,
         profile_requests=args.profile_requests,
         overrides=dict(item.split("=", 1) for item in args.set),
+        quiet_wait=args.quiet_wait,
+        quiet_cores=args.quiet_cores,
     )
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     scenarios = list(SCENARIOS.values()) if args.scenario == "all" else [SCENARIOS[args.scenario]]

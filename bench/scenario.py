@@ -46,6 +46,8 @@ class Options:
     profile: bool
     profile_requests: int
     overrides: dict[str, str]
+    quiet_wait: float = 0.0
+    quiet_cores: float = 0.3
 
 
 @dataclass
@@ -63,24 +65,32 @@ def make_tenants(count: int) -> list[Tenant]:
 
 
 def send(
-    port: int, requests: list[Prepared], concurrency: int, timeout: float, processes: list[servers.Process]
+    port: int,
+    requests: list[Prepared],
+    concurrency: int,
+    processes: list[servers.Process],
+    options: Options,
+    backend: str | None = None,
 ) -> Level:
     """Send prepared requests at `concurrency` on a fresh client event loop; account the CPU.
 
     Cores are CPU seconds per second of the level (1.0 = one core busy): each of
-    `processes`, PostgreSQL's processes, and "other", which is everyone else on the machine
-    (noise) after the client's own share is taken out.
+    `processes`, PostgreSQL's processes when `backend` is "postgres", and "other": everyone
+    else on the machine (noise, including other people's PostgreSQL work otherwise).
     """
+    busy = cpuacct.wait_quiet(options.quiet_cores, options.quiet_wait) if options.quiet_wait else None
     cpu = [process.cpu_seconds() for process in processes]
     machine = cpuacct.snapshot()
     with asyncio.Runner(loop_factory=new_loop) as runner:
-        level = runner.run(run_level(requests, concurrency, servers.HOST, port, timeout))
+        level = runner.run(run_level(requests, concurrency, servers.HOST, port, options.timeout))
     machine_cores, db_cores = cpuacct.snapshot().cores_since(machine, level.seconds)
+    db_cores = db_cores if backend == "postgres" else 0.0
     cores = [(p.cpu_seconds() - before) / level.seconds for p, before in zip(processes, cpu, strict=True)]
     level.extra["cores"] = [round(core, 2) for core in cores]
     level.extra["db_cores"] = round(db_cores, 2)
     other = machine_cores - sum(cores) - db_cores - level.client_cpu / level.seconds
     level.extra["other_cores"] = round(max(0.0, other), 2)
+    level.extra["busy_before"] = busy
     return level
 
 
@@ -125,7 +135,9 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
             def load(concurrency: int, count: int) -> Level:
                 nonlocal handled_total
                 requests = build_requests(count, tenants, handled, servers.HOST, port)  # untimed
-                level = send(port, requests, concurrency, options.timeout, processes)
+                first = dbcheck.last_event_id(engine)
+                level = send(port, requests, concurrency, processes, options, backend)
+                level.extra["batch"] = dbcheck.mean_batch(engine, first)
                 sent.extend(requests)
                 level.extra["handled"] = sum(request.handled for request in requests)
                 handled_total += level.extra["handled"]
@@ -181,6 +193,8 @@ def final_checks(engine: Any, sent: list[Prepared], handled: int, with_plugin: b
 def describe(level: Level) -> str:
     cores = "+".join(f"{core:.2f}" for core in level.extra.get("cores", []))
     cores += f" db {level.extra.get('db_cores', 0):.2f} other {level.extra.get('other_cores', 0):.2f}"
+    if level.extra.get("batch"):
+        cores += f"  batch {level.extra['batch']:.1f}"
     text = (
         f"{level.rate:7.0f} ev/s  p50 {level.percentile_ms(50):6.2f}  p95 {level.percentile_ms(95):6.2f}  "
         f"p99 {level.percentile_ms(99):6.2f} ms  errors {level.errors}  "
