@@ -13,10 +13,11 @@ from starlette.routing import Route
 
 from . import migrations
 from .config import Config, TenantConfig
+from .eventlog import Delivery, EventLog, IngestResult
 from .ingest import BatchWriter, healthz, receive
 from .plugins import PluginHost
 from .processing import Processor
-from .store import Delivery, IngestResult, Store
+from .store import Store
 from .types import StoredEvent
 from .worker import Worker
 
@@ -44,7 +45,7 @@ class Payhook:
         if migrate:
             migrations.upgrade(self.store.engine)
         self.processor = Processor(config, self.store, self.plugins)
-        self.writer = BatchWriter(self.store)
+        self.writer = BatchWriter(EventLog(self.store))
         self.run_worker = config.processing.worker if run_worker is None else run_worker
         self.worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from .store import Delivery, IngestResult, Store, StoreUnavailable
+from .eventlog import Delivery, EventLog, IngestResult
+from .store import StoreUnavailable
 from .verification import SignatureError, verify_signature
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ class BatchWriter:
     it committed; a busy receiver just commits more events per transaction.
     """
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
         self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[IngestResult]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="payhook-ingest")
@@ -91,7 +92,7 @@ class BatchWriter:
     ) -> list[IngestResult | BaseException]:
         deliveries = [delivery for delivery, _ in batch]
         try:
-            return list(self.store.ingest(deliveries))
+            return list(self.log.append(deliveries))
         except StoreUnavailable as exc:
             # The store is down for everyone: answer the whole batch now (503), rather than
             # waiting out a connection timeout once per delivery.
@@ -103,7 +104,7 @@ class BatchWriter:
         outcomes: list[IngestResult | BaseException] = []
         for delivery in deliveries:
             try:
-                outcomes.append(self.store.ingest([delivery])[0])
+                outcomes.append(self.log.append([delivery])[0])
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes

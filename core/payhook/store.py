@@ -1,4 +1,4 @@
-"""The database: engine setup, the ingest write, and the handler-run queue."""
+"""The database: engine setup, transactions, and the handler-run queue."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, create_engine, event, exists, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from .config import DatabaseConfig
 from .models import Event, HandlerRun, RunFailure, RunStatus, utcnow
-from .types import Handler
 
-__all__ = ["ClaimedRun", "Delivery", "IngestResult", "Store", "StoreUnavailable"]
+__all__ = ["ClaimedRun", "Store", "StoreUnavailable"]
 
 EVENT = Event.__table__  # type: ignore[attr-defined]
 RUN = HandlerRun.__table__  # type: ignore[attr-defined]
@@ -35,31 +33,6 @@ DUE_STATUSES = (RunStatus.PENDING.value, RunStatus.FAILED.value)
 
 class StoreUnavailable(Exception):
     """The database could not be reached or did not answer in time."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A verified, parsed event ready to be stored."""
-
-    tenant: str
-    stripe_event_id: str
-    type: str
-    livemode: bool
-    api_version: str | None
-    account: str | None
-    object_id: str | None
-    created: datetime | None
-    payload: str
-    secret_index: int
-    handlers: tuple[Handler, ...]
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    status: Literal["accepted", "duplicate", "ignored"]
-    event_id: int
-    runs: int = 0
-    rearmed: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,26 +61,6 @@ class Store:
         # SQLite has one writer. Queueing in-process writers on a lock wakes them the
         # moment it is free; SQLite's own busy handler sleeps in growing steps instead.
         self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
-        insert = sqlite.insert if self.is_sqlite else postgresql.insert
-        self._insert_event = (
-            insert(EVENT)
-            .on_conflict_do_nothing(index_elements=["tenant", "stripe_event_id"])
-            .returning(EVENT.c.id)
-        )
-        self._insert_run = RUN.insert()
-        self._find_event = select(EVENT.c.id).where(
-            EVENT.c.tenant == _bind("tenant"), EVENT.c.stripe_event_id == _bind("stripe_event_id")
-        )
-        # A redelivery of an event whose runs are dead gives them a fresh retry budget.
-        self._rearm = (
-            update(RUN)
-            .where(RUN.c.event_id == _bind("b_event_id"), RUN.c.status == RunStatus.DEAD.value)
-            .values(
-                status=RunStatus.PENDING.value,
-                attempt_base=RUN.c.attempts,
-                next_attempt_at=_bind("b_now"),
-            )
-        )
 
     def _locked(self) -> AbstractContextManager[Any]:
         return self._write_lock if self._write_lock is not None else nullcontext()
@@ -134,59 +87,6 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-    # -- ingest ------------------------------------------------------------------------
-
-    def ingest(self, deliveries: Sequence[Delivery]) -> list[IngestResult]:
-        """Store deliveries in one transaction; duplicates are detected, never raised."""
-        now = utcnow()
-        results: list[IngestResult] = []
-        with self.transaction() as conn:
-            for delivery in deliveries:
-                results.append(self._ingest_one(conn, delivery, now))
-        return results
-
-    def _ingest_one(self, conn: Connection, delivery: Delivery, now: datetime) -> IngestResult:
-        key = {"tenant": delivery.tenant, "stripe_event_id": delivery.stripe_event_id}
-        event_id = conn.execute(
-            self._insert_event,
-            {
-                **key,
-                "type": delivery.type,
-                "livemode": delivery.livemode,
-                "api_version": delivery.api_version,
-                "account": delivery.account,
-                "object_id": delivery.object_id,
-                "created": delivery.created,
-                "received_at": now,
-                "payload": delivery.payload,
-                "secret_index": delivery.secret_index,
-            },
-        ).scalar()
-        if event_id is None:
-            # Someone stored it first (another request, process, or this very batch).
-            existing = conn.execute(self._find_event, key).scalar_one()
-            rearmed = conn.execute(self._rearm, {"b_event_id": existing, "b_now": now}).rowcount
-            return IngestResult("duplicate", existing, rearmed=rearmed)
-        if not delivery.handlers:
-            return IngestResult("ignored", event_id)
-        conn.execute(
-            self._insert_run,
-            [
-                {
-                    "event_id": event_id,
-                    "plugin": handler.plugin,
-                    "handler": handler.name,
-                    "status": RunStatus.PENDING.value,
-                    "attempts": 0,
-                    "attempt_base": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for handler in delivery.handlers
-            ],
-        )
-        return IngestResult("accepted", event_id, runs=len(delivery.handlers))
 
     # -- the run queue -----------------------------------------------------------------
 
@@ -396,12 +296,6 @@ class Store:
                 select(RUN.c.plugin, RUN.c.handler, RUN.c.status).where(RUN.c.event_id == event_id)
             ).all()
         return [(row.plugin, row.handler, row.status) for row in rows]
-
-
-def _bind(name: str) -> Any:
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
 
 
 def _describe(exc: SQLAlchemyError) -> str:
