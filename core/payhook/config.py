@@ -344,8 +344,8 @@ class _Parser:
         if isinstance(value, Mapping):
             if set(value) == {"$env"} and isinstance(value["$env"], str):
                 name = value["$env"]
-                if name not in self.environ:
-                    self.problem(key, f"environment variable {name} is not set; export it")
+                if not self.environ.get(name):
+                    self.problem(key, f"environment variable {name} is not set or empty; export it")
                     return None
                 return self.environ[name]
             return {k: self.resolve_env(v, f"{key}.{k}") for k, v in value.items()}

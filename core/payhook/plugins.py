@@ -55,7 +55,6 @@ class PluginHost:
         self.disabled = frozenset(disabled_from_env() if disabled is None else disabled)
         self.load_errors: dict[str, str] = {}
         self.names: list[str] = []
-        self._hookspecs: list[Any] = []
         if plugins is None:
             self._discover()
         else:
@@ -75,11 +74,13 @@ class PluginHost:
     def add_hookspecs(self, module_or_class: Any) -> None:
         """Let a plugin declare hooks of its own for other plugins to implement.
 
-        Adding the same specs again (a runtime started twice) is a no-op.
+        Declaring hooks that already have specs (a runtime started twice) is a no-op.
         """
-        if module_or_class not in self._hookspecs:
-            self.pm.add_hookspecs(module_or_class)
-            self._hookspecs.append(module_or_class)
+        names = [name for name in dir(module_or_class) if self.pm.parse_hookspec_opts(module_or_class, name)]
+        declared = [name for name in names if getattr(getattr(self.pm.hook, name, None), "spec", None)]
+        if names and len(declared) == len(names):
+            return  # declared before: a runtime started twice, or the module reloaded
+        self.pm.add_hookspecs(module_or_class)
 
     def _discover(self) -> None:
         for entry_point in entry_points(group=ENTRY_POINT_GROUP):

@@ -171,6 +171,10 @@ class Store:
                 status=RunStatus.SUCCEEDED.value,
                 finished_at=utcnow(),
                 duration_ms=duration_ms,
+                # Earlier attempts' errors stay in payhook_run_failure, not on a run that worked.
+                last_error_type=None,
+                last_error=None,
+                last_traceback=None,
                 next_attempt_at=None,
                 lease_token=None,
                 lease_expires_at=None,
@@ -185,6 +189,8 @@ class Store:
                 self._guarded(run).values(
                     status=RunStatus.SKIPPED.value,
                     last_error=reason,
+                    last_error_type=None,
+                    last_traceback=None,
                     finished_at=utcnow(),
                     duration_ms=duration_ms,
                     next_attempt_at=None,

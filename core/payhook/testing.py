@@ -111,16 +111,21 @@ class PayhookHarness:
             outcomes.extend(processor.execute(run) for run in claimed)
         return outcomes
 
-    def rerun(self, stripe_event_id: str, plugin: str | None = None) -> list[RunOutcome]:
+    def rerun(
+        self, stripe_event_id: str, *, tenant: str | None = None, plugin: str | None = None
+    ) -> list[RunOutcome]:
         """Run an event's handlers again, succeeded ones included, as an operator's replay
-        would: the way to prove a handler is idempotent."""
-        replay(
+        would: the way to prove a handler is idempotent. Only that event's runs execute; give
+        `tenant` when several tenants received the same event id."""
+        result = replay(
             self.store,
-            ReplaySelection(stripe_event_id=stripe_event_id, tenant=None, plugin=plugin),
+            ReplaySelection(stripe_event_id=stripe_event_id, tenant=tenant, plugin=plugin),
             requested_by="payhook.testing",
             only_failed=False,
         )
-        return self.process()
+        processor = self.app.payhook.processor
+        event_ids = {run.event_id for run in self.runs() if run.id in set(result.run_ids)}
+        return [processor.execute(run) for event_id in event_ids for run in processor.claim(100, event_id)]
 
     def make_retries_due(self) -> None:
         with self.store.transaction() as conn:
