@@ -60,5 +60,6 @@ def test_concurrent_deliveries_share_transactions_and_a_bad_one_fails_alone(
 
 def test_store_down_fails_the_whole_batch_at_once(stripe_event: Any) -> None:
     store = Store(DatabaseConfig(url="postgresql+psycopg://postgres@127.0.0.1:1/none", connect_timeout=1))
-    results = asyncio.run(submit_all(BatchWriter(EventLog(store)), [delivery(stripe_event) for _ in range(10)]))
+    deliveries = [delivery(stripe_event) for _ in range(10)]
+    results = asyncio.run(submit_all(BatchWriter(EventLog(store)), deliveries))
     assert all(isinstance(result, StoreUnavailable) for result in results)
