@@ -46,12 +46,13 @@ def test_an_existing_non_empty_directory_is_left_alone(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-def test_the_command_creates_payhook_name_in_the_current_directory(tmp_path: Path) -> None:
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(plugin, ["new", "badges"])
-        assert result.exit_code == 0, result.output
-        assert Path("payhook-badges/src/payhook_badges/__init__.py").is_file()
+def test_the_command_creates_payhook_name_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(plugin, ["new", "badges"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "payhook-badges/src/payhook_badges/__init__.py").is_file()
     assert "created payhook-badges/pyproject.toml" in result.output
     assert 'pip install -e "payhook-badges[testing]"' in result.output
 
