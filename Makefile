@@ -15,8 +15,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(BIN)/payhook: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[postgres]"
+# The core and the bundled plugins, editable, so the example tenant can enable them.
+$(BIN)/payhook: $(BIN)/python pyproject.toml plugins/*/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[postgres]" \
+		-e ./plugins/registration -e ./plugins/disputes -e ./plugins/notify
 	touch $@
 
 $(BIN)/tox: $(BIN)/python
