@@ -67,6 +67,7 @@ class Payhook:
         if self._started:
             return
         self.plugins.hook.startup(host=self.plugins)
+        self.store.start_maintenance()
         self.writer.start()
         if self.run_worker:
             processing = self.config.processing

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, exists, or_, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, exists, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from .config import DatabaseConfig
 from .models import Event, HandlerRun, RunFailure, RunStatus, utcnow
+from .sqlite import Checkpointer, make_sqlite_engine
 
 __all__ = ["ClaimedRun", "Store", "StoreUnavailable"]
 
@@ -61,6 +62,7 @@ class Store:
         # SQLite has one writer. Queueing in-process writers on a lock wakes them the
         # moment it is free; SQLite's own busy handler sleeps in growing steps instead.
         self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
+        self._checkpointer: Checkpointer | None = None
 
     def _locked(self) -> AbstractContextManager[Any]:
         return self._write_lock if self._write_lock is not None else nullcontext()
@@ -85,7 +87,16 @@ class Store:
         with self.transaction() as conn:
             conn.exec_driver_sql("SELECT 1")
 
+    def start_maintenance(self) -> None:
+        """Background upkeep while a receiver or worker runs: SQLite's WAL checkpoints."""
+        if self.is_sqlite and self._checkpointer is None and self.engine.url.database:
+            self._checkpointer = Checkpointer(self.engine.url.database)
+            self._checkpointer.start()
+
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self.engine.dispose()
 
     # -- the run queue -----------------------------------------------------------------
@@ -312,31 +323,7 @@ def _describe(exc: SQLAlchemyError) -> str:
 
 def _make_engine(config: DatabaseConfig, pool_size: int) -> Engine:
     if config.is_sqlite:
-        engine = create_engine(
-            config.url,
-            connect_args={"check_same_thread": False, "timeout": config.busy_timeout_ms / 1000},
-            pool_size=pool_size,
-        )
-        synchronous = config.sqlite_synchronous.upper()
-
-        @event.listens_for(engine, "connect")
-        def _configure(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy's "begin" event issue BEGIN itself (see below).
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute(f"PRAGMA busy_timeout={int(config.busy_timeout_ms)}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Connection) -> None:
-            # Take the write lock up front: a deferred transaction that reads and then
-            # writes fails at once in WAL mode when another writer got in between.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
+        return make_sqlite_engine(config, pool_size)
     return create_engine(
         config.url,
         pool_size=pool_size,
