@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .processing import Processor, RunOutcome
 from .store import ClaimedRun, StoreUnavailable
@@ -20,7 +20,12 @@ HAND_BACK_TIMEOUT = 5.0
 
 
 class Worker:
-    """Keeps up to `concurrency` handler runs going; wakes early when ingest says so."""
+    """Keeps up to `concurrency` handler runs going; wakes early when ingest says so.
+
+    It holds up to twice `concurrency` claimed runs: the second half waits in the thread
+    pool's queue, so a thread that finishes starts the next run at once, and claims are made
+    a batch at a time rather than one run per finished run.
+    """
 
     def __init__(
         self,
@@ -36,7 +41,7 @@ class Worker:
         self.poll_interval = poll_interval
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="payhook-run")
         self._claims = ThreadPoolExecutor(1, thread_name_prefix="payhook-claim")
-        self._active: dict[asyncio.Future[RunOutcome], ClaimedRun] = {}
+        self._active: dict[asyncio.Future[RunOutcome], tuple[Future[RunOutcome], ClaimedRun]] = {}
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self.processed = 0
@@ -53,13 +58,12 @@ class Worker:
         while not self._stopping:
             # Cleared before claiming, so a notify that arrives during the claim is kept.
             self._wake.clear()
-            free = self.concurrency - len(self._active)
+            held = len(self._active)
+            wanted = min(2 * self.concurrency - held, self.batch_size) if held <= self.concurrency else 0
             claimed: list[ClaimedRun] = []
-            if free > 0:
+            if wanted > 0:
                 try:
-                    claimed = await loop.run_in_executor(
-                        self._claims, self.processor.claim, min(free, self.batch_size)
-                    )
+                    claimed = await loop.run_in_executor(self._claims, self.processor.claim, wanted)
                     outage = 0.0
                 except StoreUnavailable as exc:
                     outage = min(MAX_OUTAGE_BACKOFF, max(self.poll_interval, outage * 2))
@@ -67,10 +71,11 @@ class Worker:
                     await self._sleep(outage)
                     continue
             for run in claimed:
-                future = loop.run_in_executor(self._executor, self._execute, run)
-                self._active[future] = run
+                submitted = self._executor.submit(self._execute, run)
+                future = asyncio.wrap_future(submitted, loop=loop)
+                self._active[future] = (submitted, run)
                 future.add_done_callback(self._finished)
-            if claimed and len(claimed) == free:
+            if claimed and len(claimed) == wanted:
                 continue  # there may be more due right now
             await self._sleep(self.poll_interval)
 
@@ -101,12 +106,22 @@ class Worker:
         """
         self._stopping = True
         self.notify()
+        loop = asyncio.get_running_loop()
+        # Runs still queued were never started: give them back as they were.
+        unstarted = [run for submitted, run in list(self._active.values()) if submitted.cancel()]
+        if unstarted:
+            try:
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._claims, self.processor.store.release, unstarted),
+                    HAND_BACK_TIMEOUT,
+                )
+            except (TimeoutError, StoreUnavailable):
+                log.warning("could not release unstarted runs; their leases will expire instead")
         if self._active:
             await asyncio.wait(list(self._active), timeout=grace)
-        abandoned = list(self._active.values())
+        abandoned = [run for future, (_, run) in self._active.items() if not future.done()]
         if abandoned:
             log.warning("%d runs still in progress after %.0fs; handing them back", len(abandoned), grace)
-            loop = asyncio.get_running_loop()
             try:
                 await asyncio.wait_for(
                     loop.run_in_executor(self._claims, self.processor.abandon, abandoned), HAND_BACK_TIMEOUT
