@@ -13,11 +13,10 @@ from payhook.testing import store_backends
 from sqlalchemy import create_engine, inspect
 from sqlmodel import SQLModel
 
-pytestmark = store_backends
-
 CORE_TABLES = {"payhook_event", "payhook_handler_run", "payhook_run_failure"}
 
 
+@store_backends
 def test_upgrade_matches_the_models_and_downgrades(payhook_database_url: str) -> None:
     engine = create_engine(payhook_database_url)
     upgrade(engine, include_plugins=False)
@@ -32,3 +31,11 @@ def test_upgrade_matches_the_models_and_downgrades(payhook_database_url: str) ->
     command.downgrade(alembic_config(engine), "payhook@base")
     assert not CORE_TABLES & set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_disabled_plugins_migrations_are_left_out(monkeypatch: Any) -> None:
+    from payhook.migrations import plugin_version_locations
+
+    everything = plugin_version_locations()
+    monkeypatch.setenv("PAYHOOK_DISABLED_PLUGINS", "testplugin")
+    assert [loc for loc in everything if "payhook_testplugin" not in loc] == plugin_version_locations()

@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine
 
+from ..plugins import disabled_from_env
+
 __all__ = ["VERSION_TABLE", "alembic_config", "upgrade"]
 
 VERSION_TABLE = "payhook_alembic_version"
@@ -17,9 +19,15 @@ MIGRATIONS_ENTRY_POINTS = "payhook.migrations"
 
 
 def plugin_version_locations() -> list[str]:
-    """Folders of plugin migration branches, from the `payhook.migrations` entry points."""
+    """Folders of plugin migration branches, from the `payhook.migrations` entry points.
+
+    Plugins blocked by PAYHOOK_DISABLED_PLUGINS are left out, like everything else of theirs.
+    """
+    disabled = disabled_from_env()
     locations = []
     for entry_point in entry_points(group=MIGRATIONS_ENTRY_POINTS):
+        if entry_point.name in disabled:
+            continue
         module = entry_point.load()
         locations.append(str(Path(module.__file__).parent))
     return locations
