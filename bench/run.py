@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from importlib.metadata import entry_points
@@ -93,28 +91,6 @@ def run_baseline(options: Options, workdir: Path) -> list[Level]:
         process.stop()
 
 
-def use_core_rev(rev: str, out: Path) -> str:
-    """Export core/ at `rev` and put it first on the servers' PYTHONPATH; return the short hash.
-
-    Others edit core/ in this working tree while benchmarks run; an exported revision keeps a
-    run's numbers tied to one commit. The venv installs payhook as a plain path (.pth), so
-    PYTHONPATH takes precedence over it in the server and worker processes.
-    """
-    short = subprocess.run(
-        ["git", "rev-parse", "--short", rev], capture_output=True, text=True, check=True, cwd=BENCH
-    ).stdout.strip()
-    target = out / f"core-{short}"
-    target.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "archive", short, "core"], capture_output=True, check=True, cwd=BENCH.parent
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(target / "core"), os.environ.get("PYTHONPATH")])
-    )
-    return short
-
-
 def main() -> int:
     args = parse_args()
     options = Options(
@@ -139,7 +115,9 @@ def main() -> int:
     info = machine()
     info["overrides"] = options.overrides
     if args.core_rev:
-        info.update(commit=use_core_rev(args.core_rev, out), dirty=False, core="exported with git archive")
+        info.update(
+            commit=servers.use_core_rev(args.core_rev, out), dirty=False, core="exported with git archive"
+        )
     print(f"payhook bench at {info['commit']} on {info['nproc']} cores ({info['cpu']}); work folder {out}")
 
     baseline = [] if args.no_baseline else run_baseline(options, out / "baseline")

@@ -28,6 +28,7 @@ __all__ = [
     "start_server",
     "start_worker",
     "upgrade_database",
+    "use_core_rev",
     "write_config",
 ]
 
@@ -101,15 +102,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def plugin_env(enabled: Sequence[str]) -> dict[str, str]:
+def plugin_env(enabled: Sequence[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for payhook processes: every installed plugin but `enabled` blocked.
 
     Other plugins may be installed in the same venv (tests' fake ones, say); blocking them
-    keeps their imports and hooks out of the measurement.
+    keeps their imports and hooks out of the measurement. `extra` adds variables (the bench
+    plugin's handler sleep, say).
     """
     installed = {entry_point.name for entry_point in entry_points(group="payhook")}
     env = dict(os.environ)
     env["PAYHOOK_DISABLED_PLUGINS"] = ",".join(sorted(installed - set(enabled)))
+    env.update(extra or {})
     return env
 
 
@@ -179,19 +182,27 @@ def _wait_log(process: Process, text: str, timeout: float = 60.0) -> None:
     raise TimeoutError(f"{process.name} did not log {text!r} within {timeout}s")
 
 
-def start_server(config: Path, port: int, workdir: Path, enabled: Sequence[str], worker: bool) -> Process:
+def start_server(
+    config: Path, port: int, workdir: Path, enabled: Sequence[str], worker: bool, log_name: str = "serve"
+) -> Process:
     """`payhook serve` (one uvicorn process), ready to take requests."""
     argv = [str(BIN / "payhook"), "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
     argv += ["--log-level", "warning", "--worker" if worker else "--no-worker"]
-    process = _spawn("payhook serve", argv, workdir / "serve.log", plugin_env(enabled))
+    process = _spawn("payhook serve", argv, workdir / f"{log_name}.log", plugin_env(enabled))
     _wait_http(process, port)
     return process
 
 
-def start_worker(config: Path, workdir: Path, enabled: Sequence[str]) -> Process:
+def start_worker(
+    config: Path,
+    workdir: Path,
+    enabled: Sequence[str],
+    log_name: str = "worker",
+    extra_env: Mapping[str, str] | None = None,
+) -> Process:
     """`payhook worker` in its own process, ready to claim runs."""
     argv = [str(BIN / "payhook"), "worker", "--config", str(config), "--log-level", "warning"]
-    process = _spawn("payhook worker", argv, workdir / "worker.log", plugin_env(enabled))
+    process = _spawn("payhook worker", argv, workdir / f"{log_name}.log", plugin_env(enabled, extra_env))
     _wait_log(process, "payhook worker running")
     return process
 
@@ -216,3 +227,25 @@ def upgrade_database(config: Path, workdir: Path, enabled: Sequence[str]) -> Non
             check=True,
             timeout=120,
         )
+
+
+def use_core_rev(rev: str, out: Path) -> str:
+    """Export core/ at `rev` and put it first on the servers' PYTHONPATH; return the short hash.
+
+    Others edit core/ in this working tree while benchmarks run; an exported revision keeps a
+    run's numbers tied to one commit. The venv installs payhook as a plain path (.pth), so
+    PYTHONPATH takes precedence over it in the server and worker processes.
+    """
+    short = subprocess.run(
+        ["git", "rev-parse", "--short", rev], capture_output=True, text=True, check=True, cwd=BENCH
+    ).stdout.strip()
+    target = out / f"core-{short}"
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", short, "core"], capture_output=True, check=True, cwd=BENCH.parent
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(target / "core"), os.environ.get("PYTHONPATH")])
+    )
+    return short
