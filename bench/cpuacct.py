@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Snapshot", "process_seconds", "snapshot", "wait_quiet"]
+__all__ = ["Meter", "Snapshot", "process_seconds", "snapshot", "wait_quiet"]
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,3 +78,31 @@ def wait_quiet(threshold: float, timeout: float, window: float = 1.0) -> float:
         busy = (_machine_busy() - before) / window
         if busy < threshold or time.monotonic() >= deadline:
             return busy
+
+
+class Meter:
+    """Cores used by named groups of processes, PostgreSQL, this process and everyone else.
+
+    Starts counting when created; `cores()` reads the interval since. "client" is this
+    process (load generator and harness polls), "other" the rest of the machine.
+    """
+
+    def __init__(self, groups: Mapping[str, Sequence[int]]) -> None:
+        self.groups = {name: list(pids) for name, pids in groups.items()}
+        self.before = {name: self._group(pids) for name, pids in self.groups.items()}
+        self.machine = snapshot()
+        self.client = time.process_time()
+        self.started = time.monotonic()
+
+    @staticmethod
+    def _group(pids: Sequence[int]) -> float:
+        return sum(process_seconds(pid) for pid in pids)
+
+    def cores(self) -> dict[str, float]:
+        seconds = time.monotonic() - self.started
+        used = {name: (self._group(pids) - self.before[name]) / seconds for name, pids in self.groups.items()}
+        machine, db = snapshot().cores_since(self.machine, seconds)
+        used["db"] = db
+        used["client"] = (time.process_time() - self.client) / seconds
+        used["other"] = max(0.0, machine - sum(used.values()))
+        return {name: round(value, 2) for name, value in used.items()}

@@ -21,9 +21,11 @@ from payhook.samples import FIXTURES, load_event
 from payhook.verification import sign
 
 __all__ = [
+    "Connection",
     "Level",
     "Prepared",
     "Tenant",
+    "answer",
     "build_requests",
     "event_mix",
     "median_level",
@@ -93,10 +95,16 @@ def median_level(levels: Sequence[Level]) -> Level:
     return chosen
 
 
-def event_mix(handled_types: Sequence[str]) -> list[str]:
-    """Sample names in the order the load cycles through them."""
+def event_mix(handled_types: Sequence[str], only_handled: bool = False) -> list[str]:
+    """Sample names in the order the load cycles through them.
+
+    `only_handled`: just the handled types, so that every event makes one handler run.
+    """
     names = [path.stem for path in sorted(FIXTURES.glob("*.json")) if path.stem != "signature_vectors"]
-    return names + [name for name in handled_types if name in names] * HANDLED_WEIGHT
+    handled = [name for name in handled_types if name in names]
+    if only_handled:
+        return handled
+    return names + handled * HANDLED_WEIGHT
 
 
 def build_requests(
@@ -105,9 +113,10 @@ def build_requests(
     handled_types: Sequence[str],
     host: str,
     port: int,
+    only_handled: bool = False,
 ) -> list[Prepared]:
     """`count` unique signed deliveries, spread round-robin over tenants and samples."""
-    mix = event_mix(handled_types)
+    mix = event_mix(handled_types, only_handled)
     templates = {name: json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8")) for name in mix}
     handled = set(handled_types)
     names: Iterator[str] = itertools.cycle(mix)
@@ -129,7 +138,7 @@ def build_requests(
     return prepared
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One keep-alive connection with at most one request in flight."""
 
     def __init__(self) -> None:
@@ -182,7 +191,7 @@ class _Connection(asyncio.Protocol):
         return await self.waiter
 
 
-def _answer(body: bytes) -> str:
+def answer(body: bytes) -> str:
     # Cheaper than parsing JSON: payhook answers {"status": "<word>", ...}.
     for word in RESPONSE_STATUSES:
         if word in body:
@@ -199,13 +208,13 @@ async def run_level(
 ) -> Level:
     """Send every request, `concurrency` at a time (closed loop), and time each one."""
     loop = asyncio.get_running_loop()
-    connections = [(await loop.create_connection(_Connection, host, port))[1] for _ in range(concurrency)]
+    connections = [(await loop.create_connection(Connection, host, port))[1] for _ in range(concurrency)]
     latencies = [0] * len(requests)
     statuses = [0] * len(requests)
     bodies: list[bytes] = [b""] * len(requests)
     indexes = itertools.count()  # shared: each connection takes the next unsent request
 
-    async def drive(conn: _Connection) -> None:
+    async def drive(conn: Connection) -> None:
         for index in indexes:
             if index >= len(requests):
                 return
@@ -229,7 +238,7 @@ async def run_level(
         seconds=finished - started,
         latencies_ns=latencies,
         http_statuses=Counter(statuses),
-        answers=Counter(_answer(body) for body in bodies),
+        answers=Counter(answer(body) for body in bodies),
         client_cpu=cpu,
         started=started,
         finished=finished,
