@@ -1,16 +1,25 @@
-"""The benchmark plugin: each handled payment event writes one row through `ctx.session`."""
+"""The benchmark plugin: each handled payment event writes one row through `ctx.session`.
+
+`PAYHOOK_BENCH_SLEEP_MS` (read once, at import) makes the handler wait that long before its
+write, standing in for a handler that calls a slow API: the scale-out benchmark uses it to
+see whether a worker overlaps such waits (`[processing] concurrency`) or serialises them.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import payhook
 from sqlalchemy import Engine
 from sqlmodel import Field, SQLModel
 
-__all__ = ["HANDLED_TYPES", "BenchHit", "create_tables", "record_payment"]
+__all__ = ["HANDLED_TYPES", "SLEEP_ENV", "BenchHit", "create_tables", "record_payment"]
 
 HANDLED_TYPES = ("payment_intent.succeeded", "charge.succeeded")
+SLEEP_ENV = "PAYHOOK_BENCH_SLEEP_MS"
+SLEEP_SECONDS = float(os.environ.get(SLEEP_ENV) or 0) / 1000
 
 
 class BenchHit(SQLModel, table=True):
@@ -30,6 +39,10 @@ def create_tables(engine: Engine) -> None:
 
 
 def record_payment(event: Any, ctx: Any) -> None:
+    if SLEEP_SECONDS:
+        # Before the first statement: like an API call made before recording its result,
+        # the wait holds no database transaction open (the session connects lazily).
+        time.sleep(SLEEP_SECONDS)
     # merge() selects by key first, so a handler re-run after a crash stays idempotent.
     amount = getattr(event.data.object, "amount", None)
     ctx.session.merge(
