@@ -177,39 +177,29 @@ class Store:
 
     def mark_succeeded(self, conn: Connection | Session, run: ClaimedRun, duration_ms: float) -> bool:
         """Inside the handler's transaction: True if the lease still held."""
-        result = conn.execute(
-            self._guarded(run).values(
-                status=RunStatus.SUCCEEDED.value,
-                finished_at=utcnow(),
-                duration_ms=duration_ms,
-                # Earlier attempts' errors stay in payhook_run_failure, not on a run that worked.
-                last_error_type=None,
-                last_error=None,
-                last_traceback=None,
-                next_attempt_at=None,
-                lease_token=None,
-                lease_expires_at=None,
-            )
-        )
+        result = conn.execute(self._finish(run, RunStatus.SUCCEEDED, duration_ms, note=None))
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def record_skip(self, run: ClaimedRun, reason: str, duration_ms: float) -> bool:
         """Mark a run `skipped` with its reason (the handler raised payhook.Skip)."""
         with self.transaction() as conn:
-            result = conn.execute(
-                self._guarded(run).values(
-                    status=RunStatus.SKIPPED.value,
-                    last_error=reason,
-                    last_error_type=None,
-                    last_traceback=None,
-                    finished_at=utcnow(),
-                    duration_ms=duration_ms,
-                    next_attempt_at=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                )
-            )
+            result = conn.execute(self._finish(run, RunStatus.SKIPPED, duration_ms, note=reason))
         return bool(result.rowcount == 1)
+
+    def _finish(self, run: ClaimedRun, status: RunStatus, duration_ms: float, note: str | None) -> Any:
+        # Earlier attempts' errors stay in payhook_run_failure, not on a run that is done;
+        # `note` is a skipped run's reason.
+        return self._guarded(run).values(
+            status=status.value,
+            finished_at=utcnow(),
+            duration_ms=duration_ms,
+            last_error_type=None,
+            last_error=note,
+            last_traceback=None,
+            next_attempt_at=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
 
     def record_failure(
         self,
