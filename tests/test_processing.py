@@ -372,3 +372,72 @@ def test_rerun_runs_succeeded_handlers_again(make_payhook: Any, stripe_event: An
     assert outcome.status == "succeeded"
     assert plugin.calls == [("apply", event["id"])] * 2
     assert run_of(harness, "apply").replay_count == 1
+
+
+def test_per_plugin_retry_overrides(make_payhook: Any, stripe_event: Any) -> None:
+    strict, lenient = RecordingPlugin("strict"), RecordingPlugin("lenient")
+    for plugin in (strict, lenient):
+        plugin.fail("apply", lambda n: RuntimeError("down"))
+    harness = make_payhook(
+        {"strict": strict, "lenient": lenient},
+        processing={"max_attempts": 3, "plugins": {"strict": {"max_attempts": 1}}},
+    )
+    create_effect_table(harness.store.engine)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process(include_scheduled=True)
+    assert sorted((run.plugin, run.status, run.attempts) for run in harness.runs()) == [
+        ("lenient", "dead", 3),
+        ("strict", "dead", 1),
+    ]
+
+
+def test_a_handler_can_extend_its_lease(make_payhook: Any, stripe_event: Any, payhook_backend: str) -> None:
+    seen: list[tuple[bool, Any, Any]] = []
+
+    class Slow:
+        def handle(self, event: Any, ctx: HandlerContext) -> None:
+            before = ctx.session.get(HandlerRun, ctx.run_id)
+            expires = before.lease_expires_at if before else None
+            extended = ctx.extend_lease(3600)
+            with Session(ctx.session.get_bind()) as other:
+                after = other.get(HandlerRun, ctx.run_id) if payhook_backend == "postgresql" else None
+                seen.append((extended, expires, after.lease_expires_at if after else None))
+
+        @hookimpl
+        def register_handlers(self, register: Any) -> None:
+            register("payment_intent.succeeded", self.handle, name="handle")
+
+    harness = make_payhook({"slow": Slow()}, processing={"lease_seconds": 60})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    [outcome] = harness.process()
+    assert outcome.status == "succeeded"
+    [(extended, before, after)] = seen
+    assert extended is True
+    if payhook_backend == "postgresql":  # committed at once, visible to other workers
+        assert before is not None and after is not None
+        assert (after - before).total_seconds() > 3000
+    # (On SQLite the running handler holds the write lock a claim needs: nobody can take over.)
+
+
+def test_newer_event_applied_lets_a_handler_skip_a_stale_update(make_payhook: Any, stripe_event: Any) -> None:
+    answers: dict[str, bool] = {}
+
+    class Ordered:
+        def handle(self, event: Any, ctx: HandlerContext) -> None:
+            answers[event.id] = ctx.newer_event_applied()
+
+        @hookimpl
+        def register_handlers(self, register: Any) -> None:
+            register("payment_intent.*", self.handle, name="handle")
+
+    harness = make_payhook({"ordered": Ordered()})
+    newer = stripe_event("payment_intent.succeeded", created=2_000_000_000)
+    older = stripe_event("payment_intent.payment_failed", created=1_900_000_000)
+    other_object = stripe_event("payment_intent.payment_failed", created=1_800_000_000)
+    other_object["data"]["object"]["id"] = "pi_another"
+    harness.deliver(newer)
+    harness.process()
+    for event in (older, other_object):  # delivered late, out of order
+        harness.deliver(event)
+    harness.process()
+    assert answers == {newer["id"]: False, older["id"]: True, other_object["id"]: False}
