@@ -23,6 +23,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TypeVar
 
+import profiling
 import servers
 from layout import PLUGIN
 from report import machine
@@ -79,6 +80,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--io-runs", type=int, default=4000, help="io: runs stored beforehand")
     parser.add_argument("--io-sleep-ms", type=float, default=50.0, help="io: what the handler waits")
     parser.add_argument("--io-concurrency", type=_ints, default=(16, 32), help="io: [processing] concurrency")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="io: an extra, unreported measurement per py-spy view at the highest concurrency",
+    )
     parser.add_argument(
         "--repeat", type=int, default=1, help="repetitions per measurement; the median is kept"
     )
@@ -189,6 +195,22 @@ def main() -> int:
         print(f"  io: handler waits {options.io_sleep_ms:g} ms, concurrency {concurrency}", flush=True)
         measure_io = partial(worker_only, 1, concurrency, options.io_sleep_ms, options.io_runs, options)
         io_bound.append(repeated(args.repeat, measure_io, out / f"io-c{concurrency}", runs_per_second))
+
+    if "io" in phases and args.profile:
+        concurrency = max(args.io_concurrency)
+        for view in profiling.VIEWS:
+            print(f"  io profile ({view} view), concurrency {concurrency}", flush=True)
+            profiled = worker_only(
+                1,
+                concurrency,
+                options.io_sleep_ms,
+                options.io_runs,
+                options,
+                out / f"io-profile-{view}",
+                view,
+            )
+            (out / f"profile-io-c{concurrency}-{view}.txt").write_text(profiled.profile)
+            print(profiled.profile, flush=True)
 
     text = markdown(info, options, e2e_results, alone, lags, io_bound, args.repeat)
     print("\n" + text)

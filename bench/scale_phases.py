@@ -21,6 +21,7 @@ from typing import Any
 import cpuacct
 import dbcheck
 import e2e
+import profiling
 from layout import Layout, layout
 from loadgen import Prepared, build_requests, new_loop, run_level
 from pacing import Paced, run_paced
@@ -97,6 +98,7 @@ class WorkerOnly:
     cores: dict[str, float]
     checks: dict[str, Any]
     repeats: list[float] = field(default_factory=list)
+    profile: str = ""  # py-spy summary, when profiled
 
     @property
     def runs_per_second(self) -> float:
@@ -231,9 +233,19 @@ def steady_lag(workers: int, options: ScaleOptions, workdir: Path) -> Lag:
 
 
 def worker_only(
-    workers: int, concurrency: int | None, sleep_ms: float, runs: int, options: ScaleOptions, workdir: Path
+    workers: int,
+    concurrency: int | None,
+    sleep_ms: float,
+    runs: int,
+    options: ScaleOptions,
+    workdir: Path,
+    profile_view: str | None = None,
 ) -> WorkerOnly:
-    """`runs` runs stored with no worker running, then `workers` workers released on them."""
+    """`runs` runs stored with no worker running, then `workers` workers released on them.
+
+    With `profile_view` ("threads" or "gil"), py-spy samples the workers meanwhile; the
+    summary lands in `.profile` (the sampler costs the workers CPU: do not report the rate).
+    """
     overrides = dict(options.overrides)
     if concurrency is not None:
         overrides["processing.concurrency"] = str(concurrency)
@@ -246,8 +258,17 @@ def worker_only(
         lay.start_workers(workers, {SLEEP_ENV: f"{sleep_ms:g}"})
         _quiet(options)
         meter = _meter(lay)
-        lay.release_runs()
-        _drain(lay, runs, options)
+
+        def release_and_drain() -> None:
+            lay.release_runs()
+            _drain(lay, runs, options)
+
+        profile = ""
+        if profile_view is None:
+            release_and_drain()
+        else:
+            targets = {f"worker-{index + 1}": process.pid for index, process in enumerate(lay.workers)}
+            profile = profiling.record(targets, workdir, profile_view, release_and_drain)
         cores = meter.cores()
         window = e2e.window(lay.engine, start="claimed")
         return WorkerOnly(
@@ -258,6 +279,7 @@ def worker_only(
             seconds=window.seconds,
             cores=cores,
             checks=_checks(lay, requests, errors),
+            profile=profile,
         )
 
 
