@@ -41,18 +41,19 @@ class Window:
 def window(engine: Engine, after_event_id: int = 0, start: str = "received") -> Window:
     """The succeeded runs of events after `after_event_id` (the warm-up's, say).
 
-    `start` is "received" (the first of those events stored) or "claimed" (the first run's
-    `started_at`), which measures the workers alone when the runs were stored before any
-    worker started.
+    `start` is "received" (the first of those events stored, with or without a run: the
+    first delivery) or "claimed" (the first run's `started_at`), which measures the workers
+    alone when the runs were stored before any worker started.
     """
-    first = func.min(EVENT.c.received_at) if start == "received" else func.min(RUN.c.started_at)
     query = (
-        select(func.count(RUN.c.id), first, func.max(RUN.c.finished_at))
+        select(func.count(RUN.c.id), func.min(RUN.c.started_at), func.max(RUN.c.finished_at))
         .select_from(RUN.join(EVENT, EVENT.c.id == RUN.c.event_id))
         .where(RUN.c.status == "succeeded", EVENT.c.id > after_event_id)
     )
+    first_received = select(func.min(EVENT.c.received_at)).where(EVENT.c.id > after_event_id)
     with engine.connect() as conn:
-        runs, first_at, last_at = conn.execute(query).one()
+        runs, first_claimed, last_at = conn.execute(query).one()
+        first_at = conn.execute(first_received).scalar_one() if start == "received" else first_claimed
     return Window(int(runs), first_at, last_at)
 
 
