@@ -441,3 +441,23 @@ def test_newer_event_applied_lets_a_handler_skip_a_stale_update(make_payhook: An
         harness.deliver(event)
     harness.process()
     assert answers == {newer["id"]: False, older["id"]: True, other_object["id"]: False}
+
+
+def test_a_run_that_waited_in_the_queue_renews_its_lease_or_yields(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    import dataclasses
+
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin, processing={"lease_seconds": 60})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    processor = harness.app.payhook.processor
+    first, second = processor.claim(10)
+    # Both waited 50 s in a worker's queue; meanwhile another worker took the second over.
+    first, second = (dataclasses.replace(run, claimed_at=run.claimed_at - 50) for run in (first, second))
+    with harness.store.transaction() as conn:
+        conn.execute(update(HandlerRun).where(HandlerRun.id == second.id).values(lease_token="other"))  # type: ignore[arg-type]
+    assert processor.execute(first).status == "succeeded"
+    assert processor.execute(second).error == "lease lost"
+    assert plugin.calls == [("apply", first.stripe_event_id)]  # the taken-over run never started here

@@ -62,6 +62,10 @@ class Processor:
     def execute(self, run: ClaimedRun) -> RunOutcome:
         """Run the handler, commit its work with the success mark, or record the failure."""
         policy = self.config.processing.retry_for(run.plugin)
+        lease = self.config.processing.lease_seconds
+        if time.monotonic() - run.claimed_at > lease / 4 and not self.store.renew_lease(run, lease):
+            # It waited in this worker's queue past most of its lease and was taken over.
+            return RunOutcome(run.id, RunStatus.RUNNING, "lease lost")
         if run.reclaimed:
             # The previous claimer died (or hung) mid-attempt: that attempt failed.
             lost = run.attempts - 1

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +50,8 @@ class ClaimedRun:
     tenant: str
     stripe_event_id: str
     payload: str
+    # When this process claimed it (time.monotonic()): a run may wait in the worker's queue.
+    claimed_at: float = field(default_factory=time.monotonic)
 
 
 class Store:
@@ -258,6 +261,14 @@ class Store:
                         next_attempt_at=utcnow(),
                     )
                 )
+
+    def renew_lease(self, run: ClaimedRun, seconds: float) -> bool:
+        """Before starting a run that waited in a queue: a fresh lease, if the claim still holds."""
+        with self.transaction() as conn:
+            result = conn.execute(
+                self._guarded(run).values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
+            )
+        return bool(result.rowcount == 1)
 
     def extend_lease(self, run_id: int, token: str, seconds: float) -> bool:
         if self.is_sqlite:
