@@ -32,7 +32,8 @@ class PickyLog(EventLog):
 def delivery(stripe_event: Any, event_type: str = "customer.created") -> Delivery:
     event = stripe_event("customer.created", type=event_type)
     body = json.dumps(event).encode()
-    return to_delivery("t", parse_event(body), body, 0, ())
+    parsed, payload = parse_event(body)
+    return to_delivery("t", parsed, payload, 0, ())
 
 
 async def submit_all(writer: BatchWriter, deliveries: list[Delivery]) -> list[Any]:

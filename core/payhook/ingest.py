@@ -125,11 +125,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_event(body: bytes) -> dict[str, Any]:
-    """The event envelope, or ValueError saying what is wrong with it."""
+def parse_event(body: bytes) -> tuple[dict[str, Any], str]:
+    """The event envelope and the body's text, or ValueError saying what is wrong."""
     try:
         # Stripe sends UTF-8; the stored payload is this exact text.
-        event = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        event = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise ValueError("invalid_json: the body is not JSON") from None
     if not isinstance(event, dict) or event.get("object") != "event":
@@ -138,11 +139,11 @@ def parse_event(body: bytes) -> dict[str, Any]:
     for name, value in (("id", event_id), ("type", event_type)):
         if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
             raise ValueError(f"not_an_event: the event has no valid {name!r}")
-    return event
+    return event, text
 
 
 def to_delivery(
-    tenant: str, event: dict[str, Any], body: bytes, secret_index: int, handlers: Any
+    tenant: str, event: dict[str, Any], payload: str, secret_index: int, handlers: Any
 ) -> Delivery:
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
@@ -157,7 +158,7 @@ def to_delivery(
         account=_short(event.get("account"), MAX_ID_LENGTH),
         object_id=_short(object_id, MAX_ID_LENGTH),
         created=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
-        payload=body.decode("utf-8"),
+        payload=payload,
         secret_index=secret_index,
         handlers=handlers,
     )
@@ -194,12 +195,12 @@ async def receive(request: Request) -> Response:
     except SignatureError as exc:
         return error(400, exc.code, exc.detail)
     try:
-        event = parse_event(body)
+        event, payload = parse_event(body)
     except ValueError as exc:
         code, _, detail = str(exc).partition(": ")
         return error(400, code, detail)
     handlers = payhook.plugins.handlers_for(event["type"], tenant.plugins)
-    delivery = to_delivery(slug, event, body, secret_index, handlers)
+    delivery = to_delivery(slug, event, payload, secret_index, handlers)
     try:
         result = await payhook.writer.submit(delivery)
     except StoreUnavailable as exc:

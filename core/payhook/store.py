@@ -308,13 +308,6 @@ class Store:
         )
         return bool(session.execute(query).scalar())
 
-    def runs_status(self, event_id: int) -> list[tuple[str, str, str]]:
-        with self.transaction() as conn:
-            rows = conn.execute(
-                select(RUN.c.plugin, RUN.c.handler, RUN.c.status).where(RUN.c.event_id == event_id)
-            ).all()
-        return [(row.plugin, row.handler, row.status) for row in rows]
-
 
 def _describe(exc: SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None) or exc

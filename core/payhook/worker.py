@@ -44,7 +44,6 @@ class Worker:
         self._active: dict[asyncio.Future[RunOutcome], tuple[Future[RunOutcome], ClaimedRun]] = {}
         self._wake: asyncio.Event | None = None
         self._stopping = False
-        self.processed = 0
 
     def notify(self) -> None:
         """New runs may be due (call from the event loop's thread)."""
@@ -89,7 +88,6 @@ class Worker:
 
     def _finished(self, future: asyncio.Future[RunOutcome]) -> None:
         self._active.pop(future, None)
-        self.processed += 1
         self.notify()
 
     async def _sleep(self, seconds: float) -> None:
