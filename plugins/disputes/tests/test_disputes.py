@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import TENANT, Shop
 from dispute_events import dispute_event
+from disputes_testkit import TENANT, Shop
 from payhook.testing import load_event, store_backends
 
 pytestmark = store_backends

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import respx
+from notify_testkit import HOOK_URL, TENANT
 
 import payhook_notify
 
@@ -14,10 +15,6 @@ if TYPE_CHECKING:
     from payhook.testing import PayhookHarness
 
 pytest_plugins = ["payhook.testing"]
-
-TENANT = "pycon"
-# Slack's incoming-webhook URLs carry their secret in the path.
-HOOK_URL = "https://hooks.slack.test/services/T000/B000/not-a-real-secret"
 
 
 @pytest.fixture
@@ -37,10 +34,3 @@ def make_notifier(make_payhook: Callable[..., PayhookHarness]) -> Callable[..., 
         )
 
     return factory
-
-
-def run_status(harness: PayhookHarness, event: dict[str, Any], **process: Any) -> str:
-    assert harness.deliver(event).status_code == 200
-    harness.process(**process)
-    [run] = harness.runs(event["id"])
-    return run.status

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from conftest import HOOK_URL, TENANT, run_status
+from notify_testkit import HOOK_URL, TENANT, run_status
 from payhook import ConfigError
 from payhook.testing import PayhookHarness, store_backends
 

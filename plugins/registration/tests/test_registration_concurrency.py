@@ -20,12 +20,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import TENANT, Conference, HookRecorder
 from payhook import HandlerContext, hookimpl
 from payhook.processing import Processor, RunOutcome
 from payhook.store import ClaimedRun
 from payhook.testing import PayhookHarness, store_backends
 from registration_events import intent_event
+from registration_testkit import TENANT, Conference, HookRecorder
 from sqlalchemy import Engine, text
 
 import payhook_registration

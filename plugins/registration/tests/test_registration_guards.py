@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from conftest import OTHER, TENANT, Conference
 from payhook.testing import store_backends
 from registration_events import checkout_event, intent_event, refund_event
+from registration_testkit import OTHER, TENANT, Conference
 
 pytestmark = store_backends
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from conftest import TENANT, Conference
 from payhook.models import utcnow
 from payhook.testing import store_backends
 from registration_events import intent_event
+from registration_testkit import TENANT, Conference
 
 from payhook_registration.models import Order, PaymentMethod
 from payhook_registration.orders import add_payment

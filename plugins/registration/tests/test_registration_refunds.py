@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from conftest import TENANT, Conference
 from payhook.testing import store_backends
 from registration_events import intent_event, refund_event
+from registration_testkit import TENANT, Conference
 
 pytestmark = store_backends
 

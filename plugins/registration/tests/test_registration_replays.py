@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Conference
 from payhook.testing import fresh_event_id, store_backends
 from registration_events import checkout_event, intent_event, refund_event
+from registration_testkit import Conference
 
 pytestmark = store_backends
 
