@@ -139,3 +139,83 @@ def test_error_never_contains_the_secret() -> None:
     with pytest.raises(SignatureError) as info:
         verify_signature(FIXTURE_BODY, sign(FIXTURE_BODY, "whsec_wrong"), ["whsec_the_real_one"])
     assert "whsec" not in str(info.value)
+
+
+def stripe_accepts(body: bytes, header: str) -> bool:
+    try:
+        return bool(stripe.WebhookSignature.verify_header(body, header, "whsec_x", tolerance=None))
+    except stripe.SignatureVerificationError:
+        return False
+
+
+NOW = 1648320033
+V1 = sign(FIXTURE_BODY, "whsec_x", NOW).split(",v1=")[1]
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (f"t={NOW},v1={V1}=anything", None),  # an item keeps the text between its first two '='
+        (f"t={NOW}=1,v1={V1}", None),
+        (f"t={NOW},t=not-a-number,v1={V1}", None),  # the first t counts; later ones are not read
+        (f"t= {NOW} ,v1={V1}", None),  # int() allows whitespace around the number...
+        (f"t=+{NOW:_},v1={V1}", None),  # ...a sign, and '_' between digits
+        (f"t={NOW}, v1={V1}", "malformed_signature"),  # keys are not trimmed: " v1" is no v1
+        (f" t={NOW},v1={V1}", "malformed_signature"),
+        (f"t={NOW},v1={V1},t", "malformed_signature"),  # a bare t or v1 anywhere is unreadable
+        (f"t={NOW},v1={V1},v1", "malformed_signature"),
+        (f"t=1,t={NOW},v1={V1}", "stale_timestamp"),  # the first t is the one signed
+        (f"t={NOW},V1={V1}", "malformed_signature"),
+        (f"t={NOW},v1={V1.upper()}", "invalid_signature"),
+    ],
+)
+def test_header_items_are_read_as_stripe_reads_them(header: str, code: str | None) -> None:
+    if code is None:
+        assert verify_signature(FIXTURE_BODY, header, ["whsec_x"], now=NOW) == 0
+    else:
+        with pytest.raises(SignatureError) as info:
+            verify_signature(FIXTURE_BODY, header, ["whsec_x"], now=NOW)
+        assert info.value.code == code
+    assert stripe_accepts(FIXTURE_BODY, header) is (code is None)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "code"),
+    [
+        ("1" + "0" * 399, "future_timestamp"),  # once an OverflowError (a 500)
+        ("-1" + "0" * 399, "stale_timestamp"),
+        ("9" * 4300, "future_timestamp"),
+        ("9" * 4301, "malformed_signature"),  # past Python's int() digit limit, as in stripe
+        ("9" * 100_000, "malformed_signature"),
+        ("1e400", "malformed_signature"),
+        ("inf", "malformed_signature"),
+    ],
+)
+def test_huge_timestamps_are_signature_errors(timestamp: str, code: str) -> None:
+    with pytest.raises(SignatureError) as info:
+        verify_signature(FIXTURE_BODY, f"t={timestamp},v1=00", ["whsec_x"], now=NOW)
+    assert info.value.code == code
+
+
+def test_non_ascii_v1_is_a_non_match_where_stripe_raises_type_error() -> None:
+    header = f"t={NOW},v1=caf\u00e9,v1={V1}"
+    assert verify_signature(FIXTURE_BODY, header, ["whsec_x"], now=NOW) == 0
+    with pytest.raises(TypeError):  # a deliberate difference (docs/http.md)
+        stripe.WebhookSignature.verify_header(FIXTURE_BODY, header, "whsec_x", tolerance=None)
+
+
+def test_raw_bytes_are_verified_where_stripe_needs_utf8() -> None:
+    body = b"\xff\xfe not UTF-8"
+    header = sign(body, "whsec_x", NOW)
+    assert verify_signature(body, header, ["whsec_x"], now=NOW) == 0
+    with pytest.raises(UnicodeDecodeError):  # a deliberate difference (docs/http.md)
+        stripe.WebhookSignature.verify_header(body, header, "whsec_x", tolerance=None)
+
+
+def test_a_far_future_signature_is_refused_where_stripe_accepts_it() -> None:
+    later = NOW + 10**9
+    header = sign(FIXTURE_BODY, "whsec_x", later)
+    with pytest.raises(SignatureError) as info:
+        verify_signature(FIXTURE_BODY, header, ["whsec_x"], now=NOW)
+    assert info.value.code == "future_timestamp"
+    assert stripe.WebhookSignature.verify_header(FIXTURE_BODY, header, "whsec_x", tolerance=300)
