@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from .envelope import BadEvent, parse_event, to_delivery
 from .eventlog import Delivery, EventLog, IngestResult
 from .store import StoreUnavailable
 from .verification import SignatureError, verify_signature
@@ -24,7 +23,6 @@ __all__ = ["BatchWriter", "error", "receive"]
 log = logging.getLogger("payhook.ingest")
 
 MAX_BATCH = 64
-MAX_ID_LENGTH = 255
 
 
 def error(status: int, code: str, detail: str) -> JSONResponse:
@@ -125,50 +123,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_event(body: bytes) -> tuple[dict[str, Any], str]:
-    """The event envelope and the body's text, or ValueError saying what is wrong."""
-    try:
-        # Stripe sends UTF-8; the stored payload is this exact text.
-        text = body.decode("utf-8")
-        event = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("invalid_json: the body is not JSON") from None
-    if not isinstance(event, dict) or event.get("object") != "event":
-        raise ValueError('not_an_event: the body is not a Stripe event (no "object": "event")')
-    event_id, event_type = event.get("id"), event.get("type")
-    for name, value in (("id", event_id), ("type", event_type)):
-        if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-            raise ValueError(f"not_an_event: the event has no valid {name!r}")
-    return event, text
-
-
-def to_delivery(
-    tenant: str, event: dict[str, Any], payload: str, secret_index: int, handlers: Any
-) -> Delivery:
-    data = event.get("data")
-    obj = data.get("object") if isinstance(data, dict) else None
-    object_id = obj.get("id") if isinstance(obj, dict) else None
-    created = event.get("created")
-    return Delivery(
-        tenant=tenant,
-        stripe_event_id=event["id"],
-        type=event["type"],
-        livemode=event.get("livemode") is True,
-        api_version=_short(event.get("api_version"), 64),
-        account=_short(event.get("account"), MAX_ID_LENGTH),
-        object_id=_short(object_id, MAX_ID_LENGTH),
-        created=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
-        payload=payload,
-        secret_index=secret_index,
-        handlers=handlers,
-    )
-
-
-def _short(value: Any, limit: int) -> str | None:
-    """`value` if it is a string that fits its column; these fields are informative only."""
-    return value if isinstance(value, str) and len(value) <= limit else None
-
-
 async def receive(request: Request) -> Response:
     payhook: Payhook = request.app.state.payhook
     await payhook.ensure_started()
@@ -196,9 +150,8 @@ async def receive(request: Request) -> Response:
         return error(400, exc.code, exc.detail)
     try:
         event, payload = parse_event(body)
-    except ValueError as exc:
-        code, _, detail = str(exc).partition(": ")
-        return error(400, code, detail)
+    except BadEvent as exc:
+        return error(400, exc.code, exc.detail)
     handlers = payhook.plugins.handlers_for(event["type"], tenant.plugins)
     delivery = to_delivery(slug, event, payload, secret_index, handlers)
     try:
