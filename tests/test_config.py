@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from payhook import ConfigError, create_app, load_config
-from payhook.config import Config
+from payhook.config import Config, DatabaseConfig, IngestConfig, ProcessingConfig, RetryPolicy
 from payhook.plugins import PluginHost
 
 from .helpers import RecordingPlugin
@@ -58,6 +62,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.processing.mode == "queued"
     assert config.ingest.max_body_bytes == 1024 * 1024
     assert config.ingest.signature_tolerance == 300
+    assert config.ingest.body_timeout == 10.0
+    assert config.ingest.store_timeout == 10.0
     assert config.database.sqlite_synchronous == "normal"
     assert config.tenants["a"].active is True
 
@@ -81,6 +87,14 @@ def test_missing_env_secret_names_file_key_and_fix(tmp_path: Path) -> None:
         ("[processing]\nmax_attempts = 0\n", "processing.max_attempts", "greater than 0"),
         ('[processing]\nmax_attempts = "3"\n', "processing.max_attempts", "must be int"),
         ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite://"),
+        ('[database]\nsqlite_synchronous = "off"\n', "database.sqlite_synchronous", '"normal" or "full"'),
+        ("[database]\nbusy_timeout_ms = -1\n", "database.busy_timeout_ms", "at least 0"),
+        ("[ingest]\nbody_timeout = 0\n", "ingest.body_timeout", "greater than 0"),
+        ("[ingest]\nstore_timeout = -2.5\n", "ingest.store_timeout", "greater than 0"),
+        ('[ingest]\nbody_timeout = "10s"\n', "ingest.body_timeout", "must be float"),
+        ("[ingest]\nheader_timeout = 1\n", "ingest.header_timeout", "unknown key"),
+        ('[tenants.a]\nwebhook_secrets = ["x"]\nactive = 1\n', "tenants.a.active", "must be bool"),
+        ('[tenants.a]\nwebhook_secrets = ["x"]\nmode = "later"\n', "tenants.a.mode", '"queued" or'),
         (
             '[tenants.a]\nwebhook_secrets = [{ "$env" = "A", "x" = 1 }]\n',
             "tenants.a.webhook_secrets[0]",
@@ -144,3 +158,82 @@ def test_plugin_settings_may_come_from_the_environment(tmp_path: Path) -> None:
     }
     [line] = problems(tmp_path, text, environ={"TOKEN": "t"})[:1]
     assert "tenants.a.plugin_config.notify.url: environment variable SLACK_URL is not set" in line
+
+
+def test_zero_busy_timeout_and_int_seconds_are_accepted(tmp_path: Path) -> None:
+    text = "[database]\nbusy_timeout_ms = 0\n[ingest]\nbody_timeout = 2\nstore_timeout = 0.5\n"
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.database.busy_timeout_ms == 0
+    assert config.ingest.body_timeout == 2.0 and isinstance(config.ingest.body_timeout, float)
+    assert config.ingest.store_timeout == 0.5
+
+
+def test_plugin_retry_override_starts_from_processing(tmp_path: Path) -> None:
+    text = "[processing]\nmax_attempts = 3\nbackoff_base = 2\n[processing.plugins.notify]\nbackoff_cap = 60\n"
+    processing = load_config(write(tmp_path, text), environ={}).processing
+    assert processing.retry_for("notify") == RetryPolicy(max_attempts=3, backoff_base=2.0, backoff_cap=60.0)
+    assert processing.retry_for("other") == RetryPolicy(max_attempts=3, backoff_base=2.0)
+
+
+SECRET_TENANT = '[tenants.x]\nwebhook_secrets = ["whsec_ok", {{ "$env" = "X_WHSEC" }}, {literal}]\n'
+
+
+@pytest.mark.parametrize(
+    ("literal", "env_value", "key", "words"),
+    [
+        ('""', "whsec_env", "tenants.x.webhook_secrets[2]", "blank"),
+        ('"   "', "whsec_env", "tenants.x.webhook_secrets[2]", "blank"),
+        ('" whsec_leading"', "whsec_env", "tenants.x.webhook_secrets[2]", "leading or trailing whitespace"),
+        ('"whsec_ok"', "whsec_from_a_file\n", "tenants.x.webhook_secrets[1]", "trailing whitespace"),
+        ('"whsec_ok"', " \t\n", "tenants.x.webhook_secrets[1]", "blank"),
+    ],
+)
+def test_blank_or_padded_secrets_are_refused_without_showing_them(
+    tmp_path: Path, literal: str, env_value: str, key: str, words: str
+) -> None:
+    text = SECRET_TENANT.format(literal=literal)
+    [line] = problems(tmp_path, text, environ={"X_WHSEC": env_value})
+    assert f": {key}: " in line and words in line
+    assert "whsec_leading" not in line and "whsec_from_a_file" not in line
+
+
+def test_a_secret_not_starting_with_whsec_warns_once_naming_the_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = '[tenants.x]\nwebhook_secrets = ["whsec_fine", { "$env" = "X_KEY" }]\n'
+    with caplog.at_level(logging.WARNING, logger="payhook.config"):
+        config = load_config(write(tmp_path, text), environ={"X_KEY": "sk_live_oops"})
+    assert config.tenants["x"].webhook_secrets == ("whsec_fine", "sk_live_oops")
+    [record] = [r for r in caplog.records if r.name == "payhook.config"]
+    assert record.levelno == logging.WARNING
+    assert "tenants.x.webhook_secrets[1]" in record.getMessage()
+    assert "sk_live_oops" not in record.getMessage()
+
+
+DOCUMENTED_SECTIONS = {
+    "database": [DatabaseConfig],
+    "ingest": [IngestConfig],
+    "processing": [ProcessingConfig, RetryPolicy],
+}
+
+
+def documented_defaults(section: str) -> dict[str, str]:
+    """`key -> default` from the first table under `## [section]` in docs/configuration.md."""
+    docs = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    body = docs.split(f"## `[{section}]`", 1)[1].split("\n#", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", body, flags=re.MULTILINE))
+
+
+@pytest.mark.parametrize("section", sorted(DOCUMENTED_SECTIONS))
+def test_every_setting_is_documented_with_its_default(section: str) -> None:
+    documented = documented_defaults(section)
+    loaded = getattr(Config.from_mapping({}), section)
+    declared: dict[str, object] = {}
+    for cls in DOCUMENTED_SECTIONS[section]:
+        for item in fields(cls):
+            if item.name not in ("retry", "plugin_retry"):
+                owner = loaded.retry if cls is RetryPolicy else loaded
+                declared[item.name] = getattr(owner, item.name)
+    assert set(documented) == set(declared)
+    for key, default in documented.items():
+        assert tomllib.loads(f"v = {default}")["v"] == declared[key], key

@@ -1,14 +1,22 @@
-"""Load and validate payhook's TOML configuration."""
+"""Load and validate payhook's TOML configuration.
+
+Each setting is declared once, as a field of its section's dataclass: the field's name is
+the TOML key, its annotation the type accepted, its default the default. The parser reads
+those declarations instead of repeating them, so adding a setting is adding a field.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
     "Config",
@@ -21,11 +29,16 @@ __all__ = [
     "load_config",
 ]
 
+log = logging.getLogger("payhook.config")
+
 ProcessingMode = Literal["queued", "inline"]
 
 # Tenants become URL path segments and log fields, so keep them boring.
 TENANT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED_SLUGS = frozenset({"healthz"})
+
+# Numeric settings must be greater than 0; a field with this metadata may also be 0.
+ZERO_ALLOWED: Mapping[str, Any] = {"minimum": 0}
 
 
 class ConfigError(Exception):
@@ -41,7 +54,7 @@ class DatabaseConfig:
     url: str = "sqlite:///payhook.db"
     # "normal" in WAL mode survives a crash of the process; "full" also survives power loss.
     sqlite_synchronous: Literal["normal", "full"] = "normal"
-    busy_timeout_ms: int = 5000
+    busy_timeout_ms: int = field(default=5000, metadata=ZERO_ALLOWED)
     pool_size: int = 10
     connect_timeout: float = 5.0
 
@@ -54,6 +67,11 @@ class DatabaseConfig:
 class IngestConfig:
     max_body_bytes: int = 1024 * 1024
     signature_tolerance: int = 300
+    # Seconds for the whole body once the headers are in: a sender that stalls mid-body
+    # holds a connection and a request task, so it gets 408 instead of waiting forever.
+    body_timeout: float = 10.0
+    # Seconds an ingest write may wait on the store before the delivery is answered 503.
+    store_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -138,9 +156,58 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return Config.from_mapping(data, source=str(file), base_dir=file.parent, environ=environ)
 
 
-_SECTIONS = {"database", "ingest", "processing", "tenants"}
-_TENANT_KEYS = {"webhook_secrets", "plugins", "active", "mode", "plugin_config"}
-_RETRY_KEYS = {"max_attempts", "backoff_base", "backoff_cap"}
+@dataclass(frozen=True)
+class _Setting:
+    """What a plain (scalar) field accepts, read from its declaration."""
+
+    kind: type
+    choices: tuple[Any, ...]
+    minimum: float | None
+
+
+@cache
+def _settings(cls: type) -> dict[str, _Setting]:
+    """The scalar fields of a config dataclass: the keys a TOML table sets directly."""
+    hints = get_type_hints(cls)
+    found = {}
+    for item in fields(cls):
+        hint = _without_none(hints[item.name])
+        if get_origin(hint) is Literal:
+            found[item.name] = _Setting(str, get_args(hint), None)
+        elif hint in (bool, int, float, str):
+            found[item.name] = _Setting(hint, (), item.metadata.get("minimum"))
+    return found
+
+
+def _without_none(hint: Any) -> Any:
+    """`X` for `X | None`: TOML has no null, so the None only means "not given"."""
+    if get_origin(hint) in (Union, types.UnionType):
+        rest = [arg for arg in get_args(hint) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(item.name for item in fields(cls))
+
+
+# Tables that are not a scalar field are named here; every scalar key comes from _settings.
+_SECTIONS = _field_names(Config) - {"source"}
+_TENANT_KEYS = _field_names(TenantConfig) - {"slug"}  # the slug is the table's name
+_RETRY_KEYS = frozenset(_settings(RetryPolicy))
+_PROCESSING_KEYS = frozenset(_settings(ProcessingConfig)) | _RETRY_KEYS | {"plugins"}
+
+_INVALID = object()  # a value that was reported as a problem; its default applies
+
+
+def _either(choices: tuple[Any, ...]) -> str:
+    quoted = [f'"{choice}"' for choice in choices]
+    return " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
+
+
+def _is_env_reference(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"$env"} and isinstance(value["$env"], str)
 
 
 class _Parser:
@@ -153,7 +220,7 @@ class _Parser:
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{self.source}: {key}: {message}")
 
-    def table(self, data: Any, key: str, allowed: set[str]) -> Mapping[str, Any]:
+    def table(self, data: Any, key: str, allowed: frozenset[str]) -> Mapping[str, Any]:
         if not isinstance(data, Mapping):
             self.problem(key, "must be a table")
             return {}
@@ -162,22 +229,45 @@ class _Parser:
             self.problem(name, f"unknown key; expected one of {', '.join(sorted(allowed))}")
         return data
 
-    def value(self, data: Mapping[str, Any], key: str, prefix: str, kind: type, default: Any) -> Any:
-        if key not in data:
-            return default
-        value = data[key]
-        # bool is an int in Python, but `max_attempts = true` is a typo, not a number.
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            self.problem(f"{prefix}.{key}", f"must be {kind.__name__}, got {value!r}")
-            return default
-        return value
+    def settings(self, cls: type, table: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        """The valid values `table` gives for the scalar fields of `cls`.
 
-    def positive(self, value: float, key: str) -> None:
-        if value <= 0:
-            self.problem(key, f"must be greater than 0, got {value!r}")
+        Keys that are absent or invalid are left out, so the dataclass default applies;
+        invalid ones are reported.
+        """
+        values = {}
+        for name, setting in _settings(cls).items():
+            if name in table:
+                value = self.check(table[name], setting, f"{prefix}.{name}")
+                if value is not _INVALID:
+                    values[name] = value
+        return values
+
+    def check(self, value: Any, setting: _Setting, key: str) -> Any:
+        if setting.choices:
+            if value in setting.choices and isinstance(value, setting.kind):
+                return value
+            self.problem(key, f"must be {_either(setting.choices)}, got {value!r}")
+            return _INVALID
+        kind = setting.kind
+        # bool is an int in Python, but `max_attempts = true` is a typo, not a number.
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float, str)):
+            ok = False
+        elif kind is float and isinstance(value, int):
+            value, ok = float(value), True
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            self.problem(key, f"must be {kind.__name__}, got {value!r}")
+            return _INVALID
+        if kind in (int, float):
+            if setting.minimum is None and value <= 0:
+                self.problem(key, f"must be greater than 0, got {value!r}")
+                return _INVALID
+            if setting.minimum is not None and value < setting.minimum:
+                self.problem(key, f"must be at least {setting.minimum}, got {value!r}")
+                return _INVALID
+        return value
 
     def parse(self, data: Mapping[str, Any]) -> Config:
         root = self.table(data, "", _SECTIONS)
@@ -190,27 +280,11 @@ class _Parser:
         )
 
     def database(self, data: Any) -> DatabaseConfig:
-        keys = {"url", "sqlite_synchronous", "busy_timeout_ms", "pool_size", "connect_timeout"}
-        table = self.table(data, "database", keys)
-        default = DatabaseConfig()
-        url = self.value(table, "url", "database", str, default.url)
-        if not url.startswith(("sqlite", "postgresql")):
+        table = self.table(data, "database", frozenset(_settings(DatabaseConfig)))
+        config = DatabaseConfig(**self.settings(DatabaseConfig, table, "database"))
+        if not config.url.startswith(("sqlite", "postgresql")):
             self.problem("database.url", "must start with sqlite:// or postgresql+psycopg://")
-        url = self.resolve_sqlite_path(url)
-        synchronous = self.value(table, "sqlite_synchronous", "database", str, "normal")
-        if synchronous not in ("normal", "full"):
-            self.problem("database.sqlite_synchronous", 'must be "normal" or "full"')
-            synchronous = "normal"
-        config = DatabaseConfig(
-            url=url,
-            sqlite_synchronous=synchronous,
-            busy_timeout_ms=self.value(table, "busy_timeout_ms", "database", int, 5000),
-            pool_size=self.value(table, "pool_size", "database", int, default.pool_size),
-            connect_timeout=self.value(table, "connect_timeout", "database", float, 5.0),
-        )
-        self.positive(config.pool_size, "database.pool_size")
-        self.positive(config.connect_timeout, "database.connect_timeout")
-        return config
+        return replace(config, url=self.resolve_sqlite_path(config.url))
 
     def resolve_sqlite_path(self, url: str) -> str:
         # A relative SQLite path means "next to the config file", not "wherever I was started".
@@ -223,44 +297,18 @@ class _Parser:
         return prefix + str((self.base_dir / path).resolve())
 
     def ingest(self, data: Any) -> IngestConfig:
-        table = self.table(data, "ingest", {"max_body_bytes", "signature_tolerance"})
-        default = IngestConfig()
-        config = IngestConfig(
-            max_body_bytes=self.value(table, "max_body_bytes", "ingest", int, default.max_body_bytes),
-            signature_tolerance=self.value(
-                table, "signature_tolerance", "ingest", int, default.signature_tolerance
-            ),
-        )
-        self.positive(config.max_body_bytes, "ingest.max_body_bytes")
-        self.positive(config.signature_tolerance, "ingest.signature_tolerance")
-        return config
+        table = self.table(data, "ingest", frozenset(_settings(IngestConfig)))
+        return IngestConfig(**self.settings(IngestConfig, table, "ingest"))
 
     def retry(self, table: Mapping[str, Any], prefix: str, default: RetryPolicy) -> RetryPolicy:
-        policy = RetryPolicy(
-            max_attempts=self.value(table, "max_attempts", prefix, int, default.max_attempts),
-            backoff_base=self.value(table, "backoff_base", prefix, float, default.backoff_base),
-            backoff_cap=self.value(table, "backoff_cap", prefix, float, default.backoff_cap),
-        )
-        self.positive(policy.max_attempts, f"{prefix}.max_attempts")
-        self.positive(policy.backoff_base, f"{prefix}.backoff_base")
+        policy = replace(default, **self.settings(RetryPolicy, table, prefix))
         if policy.backoff_cap < policy.backoff_base:
             self.problem(f"{prefix}.backoff_cap", "must be at least backoff_base")
         return policy
 
     def processing(self, data: Any) -> ProcessingConfig:
-        keys = _RETRY_KEYS | {
-            "mode",
-            "lease_seconds",
-            "concurrency",
-            "batch_size",
-            "poll_interval",
-            "worker",
-            "plugins",
-        }
-        table = self.table(data, "processing", keys)
-        default = ProcessingConfig()
-        mode = self.mode(table.get("mode", "queued"), "processing.mode") or "queued"
-        retry = self.retry(table, "processing", default.retry)
+        table = self.table(data, "processing", _PROCESSING_KEYS)
+        retry = self.retry(table, "processing", RetryPolicy())
         plugin_retry: dict[str, RetryPolicy] = {}
         overrides = table.get("plugins", {})
         if not isinstance(overrides, Mapping):
@@ -268,26 +316,13 @@ class _Parser:
             overrides = {}
         for name, override in overrides.items():
             prefix = f"processing.plugins.{name}"
+            # A plugin's override starts from [processing]'s policy, not the built-in one.
             plugin_retry[name] = self.retry(self.table(override, prefix, _RETRY_KEYS), prefix, retry)
-        config = ProcessingConfig(
-            mode=mode,
+        return ProcessingConfig(
             retry=retry,
             plugin_retry=plugin_retry,
-            lease_seconds=self.value(table, "lease_seconds", "processing", float, 60.0),
-            concurrency=self.value(table, "concurrency", "processing", int, default.concurrency),
-            batch_size=self.value(table, "batch_size", "processing", int, default.batch_size),
-            poll_interval=self.value(table, "poll_interval", "processing", float, 0.5),
-            worker=self.value(table, "worker", "processing", bool, True),
+            **self.settings(ProcessingConfig, table, "processing"),
         )
-        for key in ("lease_seconds", "concurrency", "batch_size", "poll_interval"):
-            self.positive(getattr(config, key), f"processing.{key}")
-        return config
-
-    def mode(self, value: Any, key: str) -> ProcessingMode | None:
-        if value in ("queued", "inline"):
-            return value  # type: ignore[no-any-return]
-        self.problem(key, f'must be "queued" or "inline", got {value!r}')
-        return None
 
     def tenants(self, data: Any) -> dict[str, TenantConfig]:
         if not isinstance(data, Mapping):
@@ -303,18 +338,15 @@ class _Parser:
                     "starting with a letter or digit (and not 'healthz')",
                 )
                 continue
-            tenant = self.tenant(slug, self.table(body, key, _TENANT_KEYS), key)
-            if tenant is not None:
-                tenants[slug] = tenant
+            tenants[slug] = self.tenant(slug, self.table(body, key, _TENANT_KEYS), key)
         return tenants
 
-    def tenant(self, slug: str, table: Mapping[str, Any], key: str) -> TenantConfig | None:
+    def tenant(self, slug: str, table: Mapping[str, Any], key: str) -> TenantConfig:
         secrets = self.secrets(table.get("webhook_secrets"), f"{key}.webhook_secrets")
         plugins = table.get("plugins", [])
         if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
             self.problem(f"{key}.plugins", 'must be a list of plugin names, e.g. ["registration"]')
             plugins = []
-        mode = self.mode(table["mode"], f"{key}.mode") if "mode" in table else None
         plugin_config = table.get("plugin_config", {})
         if not isinstance(plugin_config, Mapping) or not all(
             isinstance(v, Mapping) for v in plugin_config.values()
@@ -327,27 +359,31 @@ class _Parser:
                     f"{key}.plugin_config.{name}",
                     f"configures plugin {name!r}, which is not in {key}.plugins; add it or remove this table",
                 )
+        scalars = {name: value for name, value in table.items() if name != "slug"}
         return TenantConfig(
             slug=slug,
             webhook_secrets=tuple(secrets),
             plugins=tuple(dict.fromkeys(plugins)),
-            active=self.value(table, "active", key, bool, True),
-            mode=mode,
             plugin_config={
                 name: self.resolve_env(value, f"{key}.plugin_config.{name}")
                 for name, value in plugin_config.items()
             },
+            **self.settings(TenantConfig, scalars, key),
         )
 
     def resolve_env(self, value: Any, key: str) -> Any:
-        """Replace every `{ "$env" = "NAME" }` in a plugin's settings with the variable's value."""
+        """`value` with every `{ "$env" = "NAME" }` in it replaced by that variable's value.
+
+        A variable that is unset or empty is a problem (reported) and resolves to None.
+        """
+        if _is_env_reference(value):
+            name = value["$env"]
+            resolved = self.environ.get(name, "")
+            if not resolved:
+                self.problem(key, f"environment variable {name} is not set or empty; export it")
+                return None
+            return resolved
         if isinstance(value, Mapping):
-            if set(value) == {"$env"} and isinstance(value["$env"], str):
-                name = value["$env"]
-                if not self.environ.get(name):
-                    self.problem(key, f"environment variable {name} is not set or empty; export it")
-                    return None
-                return self.environ[name]
             return {k: self.resolve_env(v, f"{key}.{k}") for k, v in value.items()}
         if isinstance(value, list):
             return [self.resolve_env(item, f"{key}[{i}]") for i, item in enumerate(value)]
@@ -362,16 +398,33 @@ class _Parser:
             return []
         secrets = []
         for index, item in enumerate(value):
-            item_key = f"{key}[{index}]"
-            if isinstance(item, str) and item:
-                secrets.append(item)
-            elif isinstance(item, Mapping) and set(item) == {"$env"} and isinstance(item["$env"], str):
-                name = item["$env"]
-                secret = self.environ.get(name, "")
-                if secret:
-                    secrets.append(secret)
-                else:
-                    self.problem(item_key, f"environment variable {name} is not set or empty; export it")
-            else:
-                self.problem(item_key, 'must be a non-empty string or { "$env" = "NAME" }')
+            secret = self.secret(item, f"{key}[{index}]")
+            if secret is not None:
+                secrets.append(secret)
         return secrets
+
+    def secret(self, item: Any, key: str) -> str | None:
+        """One signing secret, or None when it was reported; messages never show the secret."""
+        if not isinstance(item, str) and not _is_env_reference(item):
+            self.problem(key, 'must be a non-empty string or { "$env" = "NAME" }')
+            return None
+        # A string stays itself; a reference becomes the variable's value or None.
+        secret: str | None = self.resolve_env(item, key)
+        if secret is None:
+            return None
+        if not secret.strip():
+            self.problem(key, "is blank; give the endpoint's signing secret (whsec_...)")
+            return None
+        if secret != secret.strip():
+            # A secret read from a file or `echo` often carries its newline; the HMAC would
+            # then never match and every delivery would fail with invalid_signature.
+            self.problem(key, "has leading or trailing whitespace (a newline?); remove it")
+            return None
+        if not secret.startswith("whsec_"):
+            log.warning(
+                "%s: %s: does not start with whsec_ as Stripe's endpoint signing secrets do; "
+                "check that it is the endpoint's secret and not an API key",
+                self.source,
+                key,
+            )
+        return secret
