@@ -152,8 +152,46 @@ def test_oversize_body(harness: PayhookHarness, stripe_event: Any) -> None:
     assert_nothing_stored(harness)
 
 
-def test_get_on_a_tenant_is_not_allowed(harness: PayhookHarness) -> None:
-    assert harness.client.get("/conf").status_code == 405
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_on_a_tenant_get_json_405_with_allow(harness: PayhookHarness, method: str) -> None:
+    response = harness.client.request(method, "/conf")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+
+
+def test_post_on_healthz_gets_json_405_with_allow(harness: PayhookHarness) -> None:
+    response = harness.client.post("/healthz")
+    assert_error(response, 405, "method_not_allowed")
+    assert {m.strip() for m in response.headers["allow"].split(",")} == {"GET", "HEAD"}
+
+
+@pytest.mark.parametrize("path", ["/", "/conf/events", "/healthz/", "/a/b/c"])
+def test_unknown_paths_get_json_404(harness: PayhookHarness, path: str) -> None:
+    assert_error(harness.client.post(path), 404, "not_found")
+    assert_error(harness.client.get(path), 404, "not_found")
+
+
+def test_trailing_slash_is_not_redirected_anywhere(harness: PayhookHarness, stripe_event: Any) -> None:
+    body = json.dumps(stripe_event("payment_intent.succeeded")).encode()
+    response = harness.client.post(
+        "/conf/",
+        content=body,
+        headers={**signed_headers(body, "whsec_current"), "Host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert_error(response, 404, "not_found")
+    assert "location" not in response.headers
+    assert "evil.example" not in response.text
+    assert_nothing_stored(harness)
+
+
+def test_a_long_tenant_name_is_not_echoed_whole(harness: PayhookHarness, stripe_event: Any) -> None:
+    name = "t" * 10_000
+    response = harness.deliver(stripe_event("payment_intent.succeeded"), tenant=name)
+    assert_error(response, 404, "unknown_tenant")
+    detail = response.json()["detail"]
+    assert "t" * 64 + "\u2026" in detail and "t" * 65 not in detail
+    assert len(response.content) < 300
 
 
 def test_healthz(harness: PayhookHarness) -> None:

@@ -17,6 +17,7 @@ from .eventlog import Delivery, EventLog, IngestResult
 from .ingest import BatchWriter, healthz, receive
 from .plugins import PluginHost
 from .processing import Processor
+from .routing import JSON_ERROR_HANDLERS, TenantRoute
 from .store import Store
 from .types import StoredEvent
 from .worker import Worker
@@ -166,10 +167,14 @@ def create_app(
         debug=debug,
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/{tenant}", receive, methods=["POST"]),
+            TenantRoute("/{tenant}", receive, methods=["POST"]),
         ],
+        exception_handlers=JSON_ERROR_HANDLERS,
         lifespan=payhook.lifespan,
     )
+    # No redirect from /tenant/ to /tenant: Starlette builds its target from the request's
+    # Host header, so anyone could make payhook point at their host. A tenant has one URL.
+    app.router.redirect_slashes = False
     app.payhook = payhook
     app.state.payhook = payhook
     return app

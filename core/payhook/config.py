@@ -168,7 +168,9 @@ class _Setting:
 @cache
 def _settings(cls: type) -> dict[str, _Setting]:
     """The scalar fields of a config dataclass: the keys a TOML table sets directly."""
-    hints = get_type_hints(cls)
+    # This module's names, not those of cls.__module__: payhook's public names are
+    # re-homed to "payhook" for stable reprs, and "payhook" does not know ProcessingMode.
+    hints = get_type_hints(cls, globalns=globals())
     found = {}
     for item in fields(cls):
         hint = _without_none(hints[item.name])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +26,28 @@ log = logging.getLogger("payhook.ingest")
 MAX_BATCH = 64
 
 
-def error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+# For answers sent before the body was read to its end: what is left of it on the
+# connection cannot be told apart from a next request, so the connection must go.
+CLOSE = {"Connection": "close"}
+SHOWN_NAME_LENGTH = 64
+
+
+def error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def shown(name: str) -> str:
+    """`name` for an error message, cut short: a path segment can be any length."""
+    if len(name) <= SHOWN_NAME_LENGTH:
+        return name
+    return name[:SHOWN_NAME_LENGTH] + "…"
 
 
 class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTimeout(Exception):
     pass
 
 
@@ -108,18 +126,26 @@ class BatchWriter:
         return outcomes
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing to read past `limit` bytes."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The raw body; BodyTooLarge past `limit` bytes, BodyTimeout after `timeout` seconds.
+
+    The deadline covers the whole body rather than each read, so a sender that trickles
+    a byte at a time cannot hold the request (and its connection) open for longer.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout from None
     return b"".join(chunks)
 
 
@@ -129,14 +155,17 @@ async def receive(request: Request) -> Response:
     slug = request.path_params["tenant"]
     tenant = payhook.config.tenants.get(slug)
     if tenant is None:
-        return error(404, "unknown_tenant", f"no tenant {slug!r} is configured")
+        return error(404, "unknown_tenant", f"no tenant {shown(slug)!r} is configured")
     if not tenant.active:
         return error(404, "unknown_tenant", f"tenant {slug!r} is not active")
     ingest = payhook.config.ingest
     try:
-        body = await read_body(request, ingest.max_body_bytes)
+        body = await read_body(request, ingest.max_body_bytes, ingest.body_timeout)
     except BodyTooLarge:
-        return error(413, "body_too_large", f"the body exceeds {ingest.max_body_bytes} bytes")
+        return error(413, "body_too_large", f"the body exceeds {ingest.max_body_bytes} bytes", CLOSE)
+    except BodyTimeout:
+        detail = f"the body did not arrive within {ingest.body_timeout:g} seconds"
+        return error(408, "body_timeout", detail, CLOSE)
     except ClientDisconnect:
         return Response(status_code=400)
     try:
