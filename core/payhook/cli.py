@@ -17,6 +17,7 @@ import click
 from . import migrations
 from .config import Config, ConfigError, load_config
 from .scaffold import plugin
+from .serving import DEFAULT_HTTP, HTTP_PARSERS
 from .store import Store
 
 __all__ = ["main"]
@@ -68,11 +69,45 @@ def main() -> None:
     default=None,
     help="Run handler processing in this process (default: [processing] worker).",
 )
-def serve(config_path: str, host: str, port: int, log_level: str, worker: bool | None) -> None:
+@click.option(
+    "--http",
+    type=click.Choice(HTTP_PARSERS),
+    default=DEFAULT_HTTP,
+    show_default=True,
+    help="HTTP/1.1 parser. h11 bounds each request head (64 KiB, --head-timeout), so one "
+    "client cannot take the server's memory or hold connections open; httptools is faster "
+    "(bench/RESULTS.md) but bounds neither: use it only behind a proxy that does.",
+)
+@click.option(
+    "--head-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a client has to send a request line and headers, counted from connecting "
+    "or from the previous answer; then the connection is closed (h11 only).",
+)
+@click.option(
+    "--limit-concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Answer 503 to new requests while this many connections and requests are open "
+    "(default: no limit but the open-file limit).",
+)
+def serve(
+    config_path: str,
+    host: str,
+    port: int,
+    log_level: str,
+    worker: bool | None,
+    http: str,
+    head_timeout: float,
+    limit_concurrency: int | None,
+) -> None:
     """Run the webhook receiver (uvicorn)."""
     import uvicorn
 
     from .app import create_app
+    from .serving import uvicorn_options
 
     _configure_logging(log_level)
     config = _load(config_path)
@@ -80,8 +115,7 @@ def serve(config_path: str, host: str, port: int, log_level: str, worker: bool |
         # An embedded SQLite file is ours to keep current; a shared PostgreSQL is upgraded
         # on purpose, with `payhook db upgrade`, before new code is rolled out.
         app = create_app(config, migrate=config.database.is_sqlite, run_worker=worker)
-    # "auto" picks uvloop and httptools (installed with uvicorn[standard]): the plain
-    # asyncio/h11 stack costs two to three times the CPU per request.
+    # "auto" picks uvloop when installed (uvicorn[standard]); the parser is chosen by --http.
     uvicorn.run(
         app,
         host=host,
@@ -90,8 +124,8 @@ def serve(config_path: str, host: str, port: int, log_level: str, worker: bool |
         access_log=False,
         lifespan="on",
         loop="auto",
-        http="auto",
         timeout_graceful_shutdown=30,
+        **uvicorn_options(http, head_timeout, limit_concurrency),
     )
 
 
