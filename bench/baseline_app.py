@@ -1,8 +1,9 @@
 """The baseline: a bare Starlette app that only verifies the signature, on payhook's stack.
 
-Served exactly as `payhook serve` serves (one uvicorn process, loop and http "auto",
-no access log), it measures what this noisy machine does for the HTTP + HMAC floor in
-the same run, so payhook's numbers can be read as a ratio of it.
+Served exactly as `payhook serve` serves (one uvicorn process, loop "auto", the HTTP
+parser and connection limits of `payhook serve --http`, no access log), it measures what
+this noisy machine does for the HTTP + HMAC floor in the same run, so payhook's numbers can
+be read as a ratio of it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 
 import uvicorn
 from payhook.config import Config, load_config
+from payhook.serving import DEFAULT_HTTP, HTTP_PARSERS, uvicorn_options
 from payhook.verification import SignatureError, verify_signature
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--http", choices=HTTP_PARSERS, default=DEFAULT_HTTP)
     args = parser.parse_args()
     app = create_baseline(load_config(args.config))
     uvicorn.run(
@@ -51,7 +54,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         loop="auto",
-        http="auto",
+        **uvicorn_options(args.http, head_timeout=10.0, limit_concurrency=None),
     )
 
 

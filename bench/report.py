@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -43,7 +44,8 @@ def machine() -> dict[str, Any]:
         "loadavg_before": os.getloadavg(),
         "python": platform.python_version(),
         "versions": {
-            name: version(name) for name in ("uvicorn", "uvloop", "httptools", "starlette", "SQLAlchemy")
+            name: version(name)
+            for name in ("uvicorn", "uvloop", "httptools", "h11", "starlette", "SQLAlchemy")
         },
     }
 
@@ -105,11 +107,51 @@ def _table(levels: list[Level], baselines: dict[int, Level], with_drain: bool) -
     return lines
 
 
+def _parser(http: str | None) -> str:
+    return f"--http {http}" if http else "serve's default parser"
+
+
+def _comparison(baseline: Mapping[str | None, list[Level]], outcomes: list[Outcome]) -> list[str]:
+    """Each parser's events/s and p99 against the first one's, level by level."""
+    parsers = list(dict.fromkeys([*baseline, *(outcome.http for outcome in outcomes)]))
+    first, others = parsers[0], parsers[1:]
+    head = ["run", "c", f"{first} events/s"]
+    for other in others:
+        head += [f"{other} events/s", f"{first} / {other}"]
+    head += [f"{parser} p99 ms" for parser in parsers]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    runs: dict[str, dict[str | None, list[Level]]] = {}
+    for http, levels in baseline.items():
+        runs.setdefault("baseline", {})[http] = levels
+    for outcome in outcomes:
+        runs.setdefault(f"{outcome.backend} ({outcome.scenario.key})", {})[outcome.http] = outcome.levels
+    for run, by_parser in runs.items():
+        if set(by_parser) != set(parsers):
+            continue
+        by_level = {http: {lv.concurrency: lv for lv in levels} for http, levels in by_parser.items()}
+        for concurrency in by_level[first]:
+            ours = by_level[first][concurrency]
+            cells = [run, str(concurrency), f"{ours.rate:,.0f}"]
+            for other in others:
+                theirs = by_level[other].get(concurrency)
+                rate = theirs.rate if theirs else 0.0
+                cells += [f"{rate:,.0f}", f"{ours.rate / rate:.2f}" if rate else "-"]
+            for http in parsers:
+                level = by_level[http].get(concurrency)
+                cells.append(_ms(level.percentile_ms(99)) if level else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(
-    info: dict[str, Any], requests: int, repeat: int, baseline: list[Level], outcomes: list[Outcome]
+    info: dict[str, Any],
+    requests: int,
+    repeat: int,
+    baseline: Mapping[str | None, list[Level]],
+    outcomes: list[Outcome],
 ) -> str:
     """The results of one `run.py` invocation as Markdown."""
-    base = {level.concurrency: level for level in baseline}
+    bases = {http: {level.concurrency: level for level in levels} for http, levels in baseline.items()}
     lines = [
         f"### Run of {info['date']} at commit `{info['commit']}`" + (" (dirty)" if info["dirty"] else ""),
         "",
@@ -123,13 +165,16 @@ def markdown(
     if info.get("overrides"):
         settings = ", ".join(f"`{key} = {value}`" for key, value in info["overrides"].items())
         lines += [f"Settings changed from payhook's defaults: {settings}.", ""]
-    if baseline:
-        lines += ["#### Baseline: bare Starlette app, signature check only", ""]
-        lines += _table(baseline, {}, with_drain=False)
+    for http, levels in baseline.items():
+        title = "#### Baseline: bare Starlette app, signature check only"
+        lines += [title + (f", {_parser(http)}" if http else ""), ""]
+        lines += _table(levels, {}, with_drain=False)
         lines += [""]
     for outcome in outcomes:
         stack = ", ".join(f"{name} {'yes' if used else 'NO'}" for name, used in outcome.stack.items())
-        lines += [f"#### {outcome.backend} / ({outcome.scenario.key}) {outcome.scenario.title}", ""]
+        title = f"#### {outcome.backend} / ({outcome.scenario.key}) {outcome.scenario.title}"
+        lines += [title + (f", {_parser(outcome.http)}" if outcome.http else ""), ""]
+        base = bases.get(outcome.http, {})
         lines += _table(outcome.levels, base, with_drain=bool(outcome.scenario.plugins))
         checks = outcome.checks
         verdict = "yes" if checks.get("exactly_once") else "**NO**"
@@ -142,10 +187,16 @@ def markdown(
             + f". Server loaded: {stack}.",
             "",
         ]
+    if len({*baseline, *(outcome.http for outcome in outcomes)}) > 1:
+        lines += ["#### Parsers side by side", ""]
+        lines += _comparison(baseline, outcomes)
+        lines += [""]
     return "\n".join(lines)
 
 
-def to_json(info: dict[str, Any], baseline: list[Level], outcomes: list[Outcome]) -> dict[str, Any]:
+def to_json(
+    info: dict[str, Any], baseline: Mapping[str | None, list[Level]], outcomes: list[Outcome]
+) -> dict[str, Any]:
     def level(item: Level) -> dict[str, Any]:
         return {
             "concurrency": item.concurrency,
@@ -164,11 +215,12 @@ def to_json(info: dict[str, Any], baseline: list[Level], outcomes: list[Outcome]
 
     return {
         "machine": info,
-        "baseline": [level(item) for item in baseline],
+        "baseline": {str(http): [level(item) for item in levels] for http, levels in baseline.items()},
         "outcomes": [
             {
                 "backend": outcome.backend,
                 "scenario": outcome.scenario.key,
+                "http": outcome.http,
                 "title": outcome.scenario.title,
                 "levels": [level(item) for item in outcome.levels],
                 "checks": outcome.checks,

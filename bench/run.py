@@ -49,6 +49,12 @@ def parse_args() -> argparse.Namespace:
         "--quiet-cores", type=float, default=0.3, help="busy cores below which the machine counts as idle"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare Starlette baseline")
+    parser.add_argument(
+        "--http",
+        default=None,
+        help="comma-separated `payhook serve --http` parsers to measure side by side, each with its "
+        "own baseline, e.g. h11,httptools (default: serve's default only)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy an extra c=8 level per scenario")
     parser.add_argument("--profile-requests", type=int, default=10000, help="requests per profiled level")
     parser.add_argument(
@@ -68,13 +74,13 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_baseline(options: Options, workdir: Path) -> list[Level]:
+def run_baseline(options: Options, workdir: Path, http: str | None = None) -> list[Level]:
     """The bare Starlette app under the same client, at the same concurrency levels."""
     workdir.mkdir(parents=True, exist_ok=True)
     tenants = make_tenants(options.tenants)
     config = servers.write_config(workdir / "baseline.toml", "sqlite:///unused.db", tenants, (), worker=False)
     port = servers.free_port()
-    process = servers.start_baseline(config, port, workdir)
+    process = servers.start_baseline(config, port, workdir, http)
     try:
         warmup = build_requests(options.warmup, tenants, (), servers.HOST, port)
         send(port, warmup, 8, [process], options)
@@ -85,7 +91,8 @@ def run_baseline(options: Options, workdir: Path) -> list[Level]:
                 requests = build_requests(options.requests, tenants, (), servers.HOST, port)
                 repeats.append(send(port, requests, concurrency, [process], options))
             levels.append(median_level(repeats))
-            print(f"  baseline c={concurrency}: {levels[-1].rate:7.0f} ev/s", flush=True)
+            label = "baseline" + (f" {http}" if http else "")
+            print(f"  {label} c={concurrency}: {levels[-1].rate:7.0f} ev/s", flush=True)
         return levels
     finally:
         process.stop()
@@ -120,12 +127,19 @@ def main() -> int:
         )
     print(f"payhook bench at {info['commit']} on {info['nproc']} cores ({info['cpu']}); work folder {out}")
 
-    baseline = [] if args.no_baseline else run_baseline(options, out / "baseline")
+    parsers: list[str | None] = list(args.http.split(",")) if args.http else [None]
+    info["http"] = parsers
+    baseline: dict[str | None, list[Level]] = {}
+    for http in parsers if not args.no_baseline else []:
+        baseline[http] = run_baseline(options, out / ("baseline" + (f"-{http}" if http else "")), http)
     outcomes: list[Outcome] = []
-    for backend in backends:
-        for scenario in scenarios:
-            print(f"{backend} ({scenario.key}) {scenario.title}", flush=True)
-            outcomes.append(run_scenario(backend, scenario, options, out / f"{backend}-{scenario.key}"))
+    for index, (backend, scenario) in enumerate((b, s) for b in backends for s in scenarios):
+        # Alternate which parser goes first, so a machine getting busier over the run does
+        # not always count against the same one.
+        for http in parsers if index % 2 == 0 else parsers[::-1]:
+            print(f"{backend} ({scenario.key}) {scenario.title}" + (f", --http {http}" if http else ""))
+            workdir = out / (f"{backend}-{scenario.key}" + (f"-{http}" if http else ""))
+            outcomes.append(run_scenario(backend, scenario, options, workdir, http))
 
     text = markdown(info, options.requests, options.repeat, baseline, outcomes)
     print("\n" + text)
@@ -133,12 +147,14 @@ def main() -> int:
     if args.markdown:
         args.markdown.write_text(text + "\n")
     for outcome in outcomes:
+        name = f"{outcome.backend}-{outcome.scenario.key}" + (f"-{outcome.http}" if outcome.http else "")
         if outcome.profile:
-            (out / f"profile-{outcome.backend}-{outcome.scenario.key}.txt").write_text(outcome.profile)
-            print(f"\nprofile {outcome.backend}/{outcome.scenario.key} (extra c=8 level):\n{outcome.profile}")
+            (out / f"profile-{name}.txt").write_text(outcome.profile)
+            print(f"\nprofile {name} (extra c=8 level):\n{outcome.profile}")
     failed = [o for o in outcomes if not o.checks.get("exactly_once") or any(lv.errors for lv in o.levels)]
     for outcome in failed:
-        print(f"FAILED check: {outcome.backend}/{outcome.scenario.key}: {outcome.checks}", file=sys.stderr)
+        label = f"{outcome.backend}/{outcome.scenario.key} {outcome.http or ''}"
+        print(f"FAILED check: {label}: {outcome.checks}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -54,6 +54,7 @@ class Options:
 class Outcome:
     backend: str
     scenario: Scenario
+    http: str | None = None  # `payhook serve --http`; None: its default
     levels: list[Level] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
     stack: dict[str, bool] = field(default_factory=dict)
@@ -100,9 +101,11 @@ def server_stack(pid: int) -> dict[str, bool]:
     return {"uvloop": "uvloop/loop." in maps, "httptools": "httptools/parser/" in maps}
 
 
-def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Path) -> Outcome:
+def run_scenario(
+    backend: str, scenario: Scenario, options: Options, workdir: Path, http: str | None = None
+) -> Outcome:
     workdir.mkdir(parents=True, exist_ok=True)
-    outcome = Outcome(backend, scenario)
+    outcome = Outcome(backend, scenario, http)
     tenants = make_tenants(options.tenants)
     handled: tuple[str, ...] = ()
     if scenario.plugins:
@@ -120,7 +123,7 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
         engine = dbcheck.connect(url)
         try:
             port = servers.free_port()
-            server = servers.start_server(config, port, workdir, scenario.plugins, worker)
+            server = servers.start_server(config, port, workdir, scenario.plugins, worker, http=http)
             processes.append(server)
             outcome.stack = server_stack(server.pid)
             if scenario.plugins:
@@ -153,9 +156,8 @@ def run_scenario(backend: str, scenario: Scenario, options: Options, workdir: Pa
             for concurrency in options.concurrency:
                 repeats = [load(concurrency, options.requests) for _ in range(options.repeat)]
                 outcome.levels.append(median_level(repeats))
-                print(
-                    f"  {backend}/{scenario.key} c={concurrency}: {describe(outcome.levels[-1])}", flush=True
-                )
+                label = f"{backend}/{scenario.key}" + (f" {http}" if http else "")
+                print(f"  {label} c={concurrency}: {describe(outcome.levels[-1])}", flush=True)
             if options.profile:
                 # Extra, unreported c=8 levels: the sampler costs the server some CPU.
                 targets = {process.name.replace("payhook ", ""): process.pid for process in processes}

@@ -183,11 +183,19 @@ def _wait_log(process: Process, text: str, timeout: float = 60.0) -> None:
 
 
 def start_server(
-    config: Path, port: int, workdir: Path, enabled: Sequence[str], worker: bool, log_name: str = "serve"
+    config: Path,
+    port: int,
+    workdir: Path,
+    enabled: Sequence[str],
+    worker: bool,
+    log_name: str = "serve",
+    http: str | None = None,
 ) -> Process:
-    """`payhook serve` (one uvicorn process), ready to take requests."""
+    """`payhook serve` (one uvicorn process), ready to take requests; `http` picks its parser."""
     argv = [str(BIN / "payhook"), "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
     argv += ["--log-level", "warning", "--worker" if worker else "--no-worker"]
+    if http is not None:
+        argv += ["--http", http]
     process = _spawn("payhook serve", argv, workdir / f"{log_name}.log", plugin_env(enabled))
     _wait_http(process, port)
     return process
@@ -207,10 +215,13 @@ def start_worker(
     return process
 
 
-def start_baseline(config: Path, port: int, workdir: Path) -> Process:
+def start_baseline(config: Path, port: int, workdir: Path, http: str | None = None) -> Process:
     """The bare Starlette app that only verifies signatures, on the same uvicorn stack."""
     argv = [sys.executable, str(BENCH / "baseline_app.py"), "--config", str(config), "--port", str(port)]
-    process = _spawn("baseline", argv, workdir / "baseline.log", dict(os.environ))
+    if http is not None:
+        argv += ["--http", http]
+    log = workdir / (f"baseline-{http}.log" if http else "baseline.log")
+    process = _spawn("baseline", argv, log, dict(os.environ))
     _wait_http(process, port)
     return process
 
