@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
 
 import pytest
-from payhook.testing import PayhookHarness
+from payhook.testing import PayhookHarness, store_backends, wait_until
+from payhook.worker import Worker
 
 from .helpers import RecordingPlugin, create_effect_table
 
 
-# On SQLite a blocked handler holds the write lock that handing back needs; PostgreSQL shows
-# the whole behaviour.
-@pytest.mark.parametrize("payhook_backend", ["postgresql"], indirect=True)
+# The blocked handler has not written yet, so on SQLite too it holds no lock the hand-back needs.
+@store_backends
 def test_stop_releases_queued_runs_and_hands_back_stuck_ones(make_payhook: Any, stripe_event: Any) -> None:
     plugin = RecordingPlugin("rec")
     plugin.gate = threading.Event()  # every handler call blocks until the test opens it
@@ -24,13 +26,14 @@ def test_stop_releases_queued_runs_and_hands_back_stuck_ones(make_payhook: Any, 
     create_effect_table(harness.store.engine)
     for _ in range(3):
         harness.deliver(stripe_event("payment_intent.succeeded"))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(plugin.calls) < 1:
-        time.sleep(0.02)
+    # One run executing, one claimed and queued behind it (twice the concurrency), one due.
+    wait_until(lambda: len(plugin.calls) == 1, what="the first handler call")
+    wait_until(
+        lambda: sorted(run.status for run in harness.runs()) == ["pending", "running", "running"],
+        what="one run executing, one queued, one due",
+    )
     worker = harness.app.payhook.worker
     assert worker is not None
-    # One run executing, one claimed and queued behind it (twice the concurrency), one due.
-    assert sorted(run.status for run in harness.runs()) == ["pending", "running", "running"]
 
     handed_back = harness.client.portal.call(worker.stop, 0.2)
     plugin.gate.set()
@@ -41,3 +44,68 @@ def test_stop_releases_queued_runs_and_hands_back_stuck_ones(make_payhook: Any, 
     [failure] = harness.failures()
     assert failure.error_type == "WorkerStopped"
     assert len(plugin.calls) == 1  # the queued run never started
+
+
+@pytest.mark.parametrize("waiting_in", ["idle sleep", "claim", "running handlers"])
+def test_cancelling_the_worker_ends_it_within_a_second(
+    make_payhook: Any, stripe_event: Any, waiting_in: str
+) -> None:
+    plugin = RecordingPlugin("rec")
+    plugin.gate = threading.Event()
+    harness: PayhookHarness = make_payhook({"rec": plugin}, processing={"poll_interval": 3600})
+    create_effect_table(harness.store.engine)
+    payhook = harness.app.payhook
+    worker = Worker(payhook.processor, concurrency=1, batch_size=4, poll_interval=3600)
+    claim_started = threading.Event()
+    claim_may_finish = threading.Event()
+    if waiting_in == "claim":
+        real_claim = payhook.processor.claim
+
+        def slow_claim(limit: int, event_id: int | None = None) -> Any:
+            claim_started.set()
+            claim_may_finish.wait(10)
+            return real_claim(limit, event_id)
+
+        payhook.processor.claim = slow_claim  # type: ignore[method-assign]
+    if waiting_in == "running handlers":
+        harness.deliver(stripe_event("payment_intent.succeeded"))
+
+    async def scenario() -> float:
+        task = asyncio.create_task(worker.run())
+        if waiting_in == "claim":
+            await asyncio.to_thread(claim_started.wait, 10)
+        elif waiting_in == "running handlers":
+            await asyncio.to_thread(wait_until, lambda: len(plugin.calls) == 1)
+        else:
+            await asyncio.sleep(0.05)  # let it reach its idle sleep
+        started = time.monotonic()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    try:
+        took = asyncio.run(asyncio.wait_for(scenario(), 10))
+    finally:
+        claim_may_finish.set()
+        plugin.gate.set()
+    assert took < 1.0
+    if waiting_in == "claim":
+        # What the interrupted claim took is given back, not left running until its lease ends.
+        harness.deliver(stripe_event("payment_intent.succeeded"))
+        wait_until(lambda: all(run.status == "pending" for run in harness.runs()), what="released runs")
+
+
+def test_one_app_object_serves_two_lifespans(make_payhook: Any, stripe_event: Any) -> None:
+    from starlette.testclient import TestClient
+
+    harness: PayhookHarness = make_payhook({"rec": RecordingPlugin("rec")}, processing={"worker": True})
+    create_effect_table(harness.store.engine)
+    harness.close()  # the first lifespan ends
+    for _ in range(2):
+        with TestClient(harness.app) as client:
+            harness.client = client
+            answer = harness.deliver(stripe_event("payment_intent.succeeded"))
+            assert answer.json()["status"] == "accepted"
+            wait_until(lambda: all(run.status == "succeeded" for run in harness.runs()), what="runs done")
+    assert len(harness.events()) == 2

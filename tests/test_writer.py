@@ -1,4 +1,5 @@
-"""The ingest writer: many deliveries per transaction, and one bad delivery fails alone."""
+"""The ingest writer: many deliveries per transaction, one bad delivery fails alone, and the
+writer survives restarts and crashes of its own task."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from payhook.config import DatabaseConfig
+from payhook.envelope import parse_event, to_delivery
 from payhook.eventlog import Delivery, EventLog, IngestResult
-from payhook.ingest import BatchWriter, parse_event, to_delivery
 from payhook.migrations import upgrade
+from payhook.runs import runs_of
 from payhook.store import Store, StoreUnavailable
 from payhook.testing import store_backends
+from payhook.writer import BatchWriter
 
 
 class PickyLog(EventLog):
     """A real event log that refuses any batch holding a delivery marked `poison`."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(Store(DatabaseConfig(url=url)))
+        store = Store(DatabaseConfig(url=url))
+        super().__init__(store, runs_of(store))
         self.batches: list[int] = []
 
     def append(self, deliveries: Sequence[Delivery]) -> list[IngestResult]:
@@ -62,5 +66,47 @@ def test_concurrent_deliveries_share_transactions_and_a_bad_one_fails_alone(
 def test_store_down_fails_the_whole_batch_at_once(stripe_event: Any) -> None:
     store = Store(DatabaseConfig(url="postgresql+psycopg://postgres@127.0.0.1:1/none", connect_timeout=1))
     deliveries = [delivery(stripe_event) for _ in range(10)]
-    results = asyncio.run(submit_all(BatchWriter(EventLog(store)), deliveries))
+    results = asyncio.run(submit_all(BatchWriter(EventLog(store, runs_of(store))), deliveries))
     assert all(isinstance(result, StoreUnavailable) for result in results)
+
+
+@store_backends
+def test_one_writer_started_stopped_and_started_again(payhook_database_url: str, stripe_event: Any) -> None:
+    log = PickyLog(payhook_database_url)
+    upgrade(log.store.engine, include_plugins=False)
+    writer = BatchWriter(log)
+    first = asyncio.run(submit_all(writer, [delivery(stripe_event)]))
+    second = asyncio.run(submit_all(writer, [delivery(stripe_event)]))
+    assert [r.status for r in first + second] == ["ignored", "ignored"]
+    log.store.dispose()
+
+
+def test_a_crashed_writer_answers_503_then_recovers(tmp_path: Any, stripe_event: Any) -> None:
+    log = PickyLog(f"sqlite:///{tmp_path / 'crash.db'}")
+    upgrade(log.store.engine, include_plugins=False)
+    writer = BatchWriter(log)
+    real_write = writer._write
+    crashes = []
+
+    def crash_once(batch: Any) -> Any:
+        if not crashes:
+            crashes.append(len(batch))
+            raise RuntimeError("the writer's own code failed")
+        return real_write(batch)
+
+    writer._write = crash_once  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[Any, Any]:
+        writer.start()
+        try:
+            crashed = await asyncio.gather(writer.submit(delivery(stripe_event)), return_exceptions=True)
+            recovered = await writer.submit(delivery(stripe_event))
+            return crashed, recovered
+        finally:
+            await writer.stop()
+
+    crashed, recovered = asyncio.run(scenario())
+    assert isinstance(crashed[0], StoreUnavailable)
+    assert recovered.status == "ignored"
+    assert crashes == [1]
+    log.store.dispose()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
 from .config import TenantConfig
+from .runs import newer_event_applied
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .runs import Runs
+    from .store import HandlerTransaction
 
 __all__ = ["GiveUp", "HandlerContext", "RetryLater", "Skip"]
 
@@ -46,22 +47,69 @@ class Skip(Exception):
         super().__init__(reason)
 
 
-@dataclass
 class HandlerContext:
-    """Everything a handler may use. The session is open; the core commits it."""
+    """Everything a handler may use besides the event.
 
-    session: Session
-    tenant: TenantConfig
-    plugin: str
-    config: Mapping[str, Any]
-    logger: logging.LoggerAdapter[logging.Logger]
-    hook: Any
-    run_id: int
-    attempt: int
-    event_id: int
-    _store: Store = field(repr=False)
-    _lease_token: str = field(repr=False)
-    _after_commit: list[Callable[[], Any]] = field(default_factory=list, repr=False)
+    `session` is opened on first use and committed by the core with the run's success mark;
+    a handler that never touches it costs the store nothing but that mark.
+    """
+
+    __slots__ = (
+        "_after_commit",
+        "_lease_token",
+        "_runs",
+        "_transaction",
+        "attempt",
+        "config",
+        "event_id",
+        "hook",
+        "is_replay",
+        "logger",
+        "plugin",
+        "run_id",
+        "tenant",
+    )
+
+    def __init__(
+        self,
+        *,
+        tenant: TenantConfig,
+        plugin: str,
+        config: Mapping[str, Any],
+        logger: logging.LoggerAdapter[logging.Logger],
+        hook: Any,
+        run_id: int,
+        attempt: int,
+        event_id: int,
+        is_replay: bool,
+        transaction: HandlerTransaction,
+        runs: Runs,
+        lease_token: str,
+    ) -> None:
+        self.tenant = tenant
+        self.plugin = plugin
+        self.config = config
+        self.logger = logger
+        # Hook callers that reach only the plugins this tenant enabled.
+        self.hook = hook
+        self.run_id = run_id
+        # 1 on the first try; counts every try of this run, replays included.
+        self.attempt = attempt
+        self.event_id = event_id
+        # True when an operator (or a redelivery of a dead event) asked for this run again.
+        self.is_replay = is_replay
+        self._transaction = transaction
+        self._runs = runs
+        self._lease_token = lease_token
+        self._after_commit: list[Callable[[], Any]] = []
+
+    def __repr__(self) -> str:
+        return f"HandlerContext(tenant={self.tenant.slug!r}, plugin={self.plugin!r}, run_id={self.run_id})"
+
+    @property
+    def session(self) -> Session:
+        """This run's open session; the core commits it, never the handler."""
+        return self._transaction.session
 
     def after_commit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         """Call `func(*args, **kwargs)` once this handler's transaction has committed.
@@ -72,9 +120,14 @@ class HandlerContext:
 
     def extend_lease(self, seconds: float) -> bool:
         """Keep this run claimed for `seconds` more; False if the lease was already lost."""
-        return self._store.extend_lease(self.run_id, self._lease_token, seconds)
+        if self._transaction.hold_write_lock():
+            # SQLite, with this run's transaction under way: a separate commit would make
+            # its reads stale. It holds the write lock instead, and a claim needs that lock:
+            # nobody can take this run over until it ends.
+            return True
+        return self._runs.extend_lease(self.run_id, self._lease_token, seconds)
 
     def newer_event_applied(self) -> bool:
         """True when an event created later about the same object was already handled
         successfully by this plugin (so an out-of-order delivery can be skipped)."""
-        return self._store.newer_event_applied(self.session, self.event_id, self.plugin)
+        return newer_event_applied(self.session, self.event_id, self.plugin)

@@ -5,25 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .envelope import BadEvent, parse_event, to_delivery
-from .eventlog import Delivery, EventLog, IngestResult
 from .store import StoreUnavailable
 from .verification import SignatureError, verify_signature
 
 if TYPE_CHECKING:
-    from .app import Payhook
+    from .runtime import Payhook
 
-__all__ = ["BatchWriter", "error", "receive"]
+__all__ = ["error", "healthz", "receive"]
 
 log = logging.getLogger("payhook.ingest")
-
-MAX_BATCH = 64
 
 
 # For answers sent before the body was read to its end: what is left of it on the
@@ -49,81 +45,6 @@ class BodyTooLarge(Exception):
 
 class BodyTimeout(Exception):
     pass
-
-
-class BatchWriter:
-    """Funnels concurrent deliveries into few transactions on one writer thread.
-
-    Every delivery still gets its own answer, and only after the transaction that holds
-    it committed; a busy receiver just commits more events per transaction.
-    """
-
-    def __init__(self, log: EventLog) -> None:
-        self.log = log
-        self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[IngestResult]]] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="payhook-ingest")
-
-    def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._run(), name="payhook-ingest-writer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            assert self._queue is not None
-            await self._queue.join()
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        self._executor.shutdown(wait=True)
-
-    async def submit(self, delivery: Delivery) -> IngestResult:
-        assert self._queue is not None, "BatchWriter.start() was not called"
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((delivery, future))
-        return await future
-
-    async def _run(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                outcomes = await loop.run_in_executor(self._executor, self._write, batch)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    def _write(
-        self, batch: list[tuple[Delivery, asyncio.Future[IngestResult]]]
-    ) -> list[IngestResult | BaseException]:
-        deliveries = [delivery for delivery, _ in batch]
-        try:
-            return list(self.log.append(deliveries))
-        except StoreUnavailable as exc:
-            # The store is down for everyone: answer the whole batch now (503), rather than
-            # waiting out a connection timeout once per delivery.
-            return [exc] * len(deliveries)
-        except Exception as exc:
-            if len(deliveries) == 1:
-                return [exc]
-        # One bad delivery must not fail its neighbours: store them one by one.
-        outcomes: list[IngestResult | BaseException] = []
-        for delivery in deliveries:
-            try:
-                outcomes.append(self.log.append([delivery])[0])
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:

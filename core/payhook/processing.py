@@ -1,8 +1,7 @@
-"""Run one claimed handler run in its own transaction, and record what happened."""
+"""Execute one claimed handler run in its own transaction, and record what happened."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -11,25 +10,37 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
-import stripe
-
-from .config import Config, RetryPolicy
+from .config import Config, RetryPolicy, TenantConfig
 from .context import GiveUp, HandlerContext, RetryLater, Skip
-from .models import RunStatus, utcnow
+from .models import utcnow
 from .plugins import PluginHost
-from .store import ClaimedRun, Store
+from .runs import ClaimedRun, Failure, Runs
+from .sqlite import WriteConflict, is_lock_error
+from .store import Store
+from .types import Handler
 
-__all__ = ["Processor", "RunOutcome", "backoff_delay"]
+__all__ = ["Outcome", "Processor", "RunOutcome", "backoff_delay"]
 
 log = logging.getLogger("payhook.processing")
+
+
+class Outcome(StrEnum):
+    """How one execution of a run ended."""
+
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"  # another attempt is scheduled
+    DEAD = "dead"
+    LEASE_LOST = "lease_lost"  # another worker owns the run now; nothing was recorded
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: int
-    status: RunStatus
+    status: Outcome
     error: str | None = None
 
 
@@ -47,149 +58,163 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Processor:
-    """Claims runs and executes them; used by the worker and by inline mode."""
+def qualified_name(cls: type) -> str:
+    """How an error type is stored: `payhook.GiveUp`, `ValueError`, `pkg.module.Error`."""
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
-    def __init__(self, config: Config, store: Store, host: PluginHost, owner: str | None = None):
+
+class Processor:
+    """Claims runs and executes them; used by the worker, inline mode and tests."""
+
+    def __init__(
+        self, config: Config, store: Store, host: PluginHost, runs: Runs, owner: str | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.host = host
+        self.runs = runs
         self.owner = owner or default_owner()
+        self._loggers: dict[str, logging.Logger] = {}
 
     def claim(self, limit: int, event_id: int | None = None) -> list[ClaimedRun]:
-        return self.store.claim(self.owner, limit, self.config.processing.lease_seconds, event_id=event_id)
+        return self.runs.claim(self.owner, limit, self.config.processing.lease_seconds, event_id=event_id)
 
     def execute(self, run: ClaimedRun) -> RunOutcome:
         """Run the handler, commit its work with the success mark, or record the failure."""
         policy = self.config.processing.retry_for(run.plugin)
         lease = self.config.processing.lease_seconds
-        if time.monotonic() - run.claimed_at > lease / 4 and not self.store.renew_lease(run, lease):
+        if time.monotonic() - run.claimed_at > lease / 4 and not self.runs.renew_lease(run, lease):
             # It waited in this worker's queue past most of its lease and was taken over.
-            return RunOutcome(run.id, RunStatus.RUNNING, "lease lost")
+            return _lease_lost(run)
         if run.reclaimed:
             # The previous claimer died (or hung) mid-attempt: that attempt failed.
             lost = run.attempts - 1
             dead = lost - run.attempt_base >= policy.max_attempts
-            message = f"the worker holding attempt {lost} did not finish before its lease expired"
-            self.store.record_failure(
-                run,
-                attempt=lost,
-                error_type="LeaseExpired",
-                message=message,
-                traceback="",
-                next_attempt_at=None,
-                release=dead,
+            failure = Failure(
+                "LeaseExpired", f"the worker holding attempt {lost} did not finish before its lease expired"
             )
+            if not self.runs.note_lost_attempt(run, failure, dead=dead):
+                return _lease_lost(run)
             if dead:
-                return RunOutcome(run.id, RunStatus.DEAD, message)
+                return RunOutcome(run.id, Outcome.DEAD, failure.message)
         tenant = self.config.tenants.get(run.tenant)
         if tenant is None or run.plugin not in tenant.plugins:
-            return self._fail(
-                run,
-                policy,
-                GiveUp(
-                    f"plugin {run.plugin!r} is not enabled for tenant {run.tenant!r}; enable it and "
-                    "replay the event to run it"
-                ),
-                None,
-                None,
+            not_enabled = GiveUp(
+                f"plugin {run.plugin!r} is not enabled for tenant {run.tenant!r}; enable it and "
+                "replay the event to run it"
             )
+            return self._fail(run, policy, not_enabled)
         handler = self.host.handler(run.plugin, run.handler)
         if handler is None:
             missing = LookupError(f"handler {run.handler!r} of plugin {run.plugin!r} is not registered")
-            return self._fail(run, policy, missing, None, None)
+            return self._fail(run, policy, missing)
+        # SQLite only: a handler that read, then lost the race to write, runs again on fresh
+        # data, for as long as a lock wait may last.
+        deadline = time.monotonic() + (self.store.gate.patience if self.store.gate else 0.0)
+        while True:
+            outcome = self._attempt(run, handler, tenant, policy, retry_conflict=time.monotonic() < deadline)
+            if outcome is not None:
+                return outcome
 
-        event = stripe.Event.construct_from(json.loads(run.payload), None)
-        logger = logging.LoggerAdapter(
-            logging.getLogger(f"payhook.plugin.{run.plugin}"),
-            {"tenant": run.tenant, "event": run.stripe_event_id, "run": run.id},
+    def _attempt(
+        self,
+        run: ClaimedRun,
+        handler: Handler,
+        tenant: TenantConfig,
+        policy: RetryPolicy,
+        *,
+        retry_conflict: bool,
+    ) -> RunOutcome | None:
+        transaction = self.store.handler_transaction()
+        ctx = HandlerContext(
+            tenant=tenant,
+            plugin=run.plugin,
+            config=tenant.config_for(run.plugin),
+            logger=logging.LoggerAdapter(
+                self._logger(run.plugin), {"tenant": run.tenant, "event": run.stripe_event_id, "run": run.id}
+            ),
+            hook=self.host.hooks_for(tenant),
+            run_id=run.id,
+            attempt=run.attempts,
+            event_id=run.event_id,
+            is_replay=run.replayed,
+            transaction=transaction,
+            runs=self.runs,
+            lease_token=run.lease_token,
         )
         started = time.perf_counter()
-        error: BaseException | None = None
-        skipped: Skip | None = None
-        with self.store.session() as session:
-            ctx = HandlerContext(
-                session=session,
-                tenant=tenant,
-                plugin=run.plugin,
-                config=tenant.config_for(run.plugin),
-                logger=logger,
-                hook=self.host.hooks_for(tenant),
-                run_id=run.id,
-                attempt=run.attempts,
-                event_id=run.event_id,
-                _store=self.store,
-                _lease_token=run.lease_token,
-            )
+        try:
             try:
-                self.host.hook.run_handler(handler=handler, event=event, ctx=ctx)
+                ctx.hook.run_handler(handler=handler, event=run.payload.event, ctx=ctx)
                 elapsed = (time.perf_counter() - started) * 1000
-                if not self.store.mark_succeeded(session, run, elapsed):
-                    session.rollback()
-                    log.warning("run %s lost its lease before committing; its work was rolled back", run.id)
-                    return RunOutcome(run.id, RunStatus.RUNNING, "lease lost")
-                session.commit()
+                if transaction.used:
+                    cursor = transaction.cursor_for_write()
+                    try:
+                        held = self.runs.succeed(cursor, run, elapsed)
+                    finally:
+                        cursor.close()
+                    if held:
+                        transaction.commit()
+                    else:
+                        transaction.rollback()
+                elif not self.runs.succeed_alone(run, elapsed):
+                    held = False
+                else:
+                    held = True
             except Skip as exc:
-                session.rollback()
-                skipped = exc
+                transaction.rollback()
+                elapsed = (time.perf_counter() - started) * 1000
+                if not self.runs.skip(run, exc.reason, elapsed):
+                    return _lease_lost(run)
+                ctx.logger.info("run %s skipped: %s", run.id, exc.reason)
+                return RunOutcome(run.id, Outcome.SKIPPED, exc.reason)
             except Exception as exc:
-                session.rollback()
-                error = exc
-        if skipped is not None:
-            elapsed = (time.perf_counter() - started) * 1000
-            if not self.store.record_skip(run, skipped.reason, elapsed):
-                return RunOutcome(run.id, RunStatus.RUNNING, "lease lost")
-            logger.info("run %s skipped: %s", run.id, skipped.reason)
-            return RunOutcome(run.id, RunStatus.SKIPPED, skipped.reason)
-        if error is not None:
-            return self._fail(run, policy, error, event, ctx)
+                transaction.rollback()
+                if retry_conflict and (isinstance(exc, WriteConflict) or is_lock_error(exc)):
+                    return None
+                elapsed = (time.perf_counter() - started) * 1000
+                return self._fail(run, policy, exc, ctx, elapsed)
+        finally:
+            transaction.close()
+        if not held:
+            log.warning("run %s lost its lease before committing; its work was rolled back", run.id)
+            return _lease_lost(run)
         for callback in ctx._after_commit:
             try:
                 callback()
             except Exception:
                 # The handler's work is committed; the run stays succeeded.
-                logger.exception("after-commit callback of run %s failed", run.id)
-        return RunOutcome(run.id, RunStatus.SUCCEEDED)
+                ctx.logger.exception("after-commit callback of run %s failed", run.id)
+        return RunOutcome(run.id, Outcome.SUCCEEDED)
 
     def abandon(self, runs: list[ClaimedRun]) -> None:
         """Hand back runs this worker cannot finish (shutdown): due now for another worker."""
-        for run in runs:
-            self.store.record_failure(
-                run,
-                attempt=run.attempts,
-                error_type="WorkerStopped",
-                message=f"worker {self.owner} stopped before this run finished",
-                traceback="",
-                next_attempt_at=utcnow(),
-            )
+        failure = Failure("WorkerStopped", f"worker {self.owner} stopped before this run finished")
+        self.runs.abandon(runs, failure)
+
+    def release(self, runs: list[ClaimedRun]) -> None:
+        """Give back claimed runs that never started, as they were."""
+        self.runs.release(runs)
 
     def _fail(
         self,
         run: ClaimedRun,
         policy: RetryPolicy,
         error: BaseException,
-        event: Any,
-        ctx: HandlerContext | None,
+        ctx: HandlerContext | None = None,
+        elapsed: float | None = None,
     ) -> RunOutcome:
-        failures = run.attempts - run.attempt_base
-        if isinstance(error, GiveUp) or failures >= policy.max_attempts:
+        if isinstance(error, GiveUp) or run.failures >= policy.max_attempts:
             next_attempt_at = None
         elif isinstance(error, RetryLater):
             next_attempt_at = utcnow() + timedelta(seconds=max(0.0, error.delay))
         else:
-            next_attempt_at = utcnow() + timedelta(seconds=backoff_delay(policy, failures))
-        error_type = _qualified_name(type(error))
-        message = str(error) or error_type
-        text = "".join(traceback.format_exception(error))
-        if not self.store.record_failure(
-            run,
-            attempt=run.attempts,
-            error_type=error_type,
-            message=message,
-            traceback=text,
-            next_attempt_at=next_attempt_at,
-        ):
-            return RunOutcome(run.id, RunStatus.RUNNING, "lease lost")
+            next_attempt_at = utcnow() + timedelta(seconds=backoff_delay(policy, run.failures))
+        error_type = qualified_name(type(error))
+        failure = Failure(error_type, str(error) or error_type, "".join(traceback.format_exception(error)))
+        if not self.runs.fail(run, failure, next_attempt_at=next_attempt_at, duration_ms=elapsed):
+            return _lease_lost(run)
         dead = next_attempt_at is None
         log.log(
             logging.ERROR if dead else logging.WARNING,
@@ -202,16 +227,28 @@ class Processor:
             run.attempts,
             "; giving up" if dead else "; will retry",
             error_type,
-            message,
+            failure.message,
         )
         if ctx is not None:
             try:
-                self.host.hook.handler_failed(event=event, ctx=ctx, error=error, dead=dead)
+                ctx.hook.handler_failed(event=_event_or_none(run), ctx=ctx, error=error, dead=dead)
             except Exception:
                 log.exception("a handler_failed hook raised")
-        return RunOutcome(run.id, RunStatus.DEAD if dead else RunStatus.FAILED, message)
+        return RunOutcome(run.id, Outcome.DEAD if dead else Outcome.FAILED, failure.message)
+
+    def _logger(self, plugin: str) -> logging.Logger:
+        logger = self._loggers.get(plugin)
+        if logger is None:
+            logger = self._loggers[plugin] = logging.getLogger(f"payhook.plugin.{plugin}")
+        return logger
 
 
-def _qualified_name(cls: type) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+def _lease_lost(run: ClaimedRun) -> RunOutcome:
+    return RunOutcome(run.id, Outcome.LEASE_LOST, "lease lost")
+
+
+def _event_or_none(run: ClaimedRun) -> Any:
+    try:
+        return run.payload.event
+    except Exception:
+        return None

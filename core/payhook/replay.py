@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, select
 
 from .config import Config
 from .models import RunStatus, utcnow
 from .plugins import PluginHost
-from .store import EVENT, RUN, Store
+from .runs import EVENT, RUN, Runs, runs_of
+from .store import Store
 
 __all__ = ["ReplayResult", "ReplaySelection", "replay"]
 
@@ -56,11 +56,12 @@ def replay(
     statuses = [RunStatus.FAILED.value, RunStatus.DEAD.value]
     if not only_failed:
         statuses += [RunStatus.SUCCEEDED.value, RunStatus.SKIPPED.value]
+    runs = runs_of(store)
     now = utcnow()
     with store.transaction() as conn:
         created = 0
         if not only_failed and plugins is not None and config is not None:
-            created = _create_missing_runs(conn, selection, plugins, config, now)
+            created = _create_missing_runs(conn, runs, selection, plugins, config, now)
         query = (
             select(RUN.c.id)
             .join(EVENT, EVENT.c.id == RUN.c.event_id)
@@ -71,19 +72,7 @@ def replay(
         if not store.is_sqlite:
             query = query.with_for_update(of=RUN, skip_locked=True)
         run_ids = tuple(conn.execute(query).scalars())
-        for chunk in _chunks(run_ids, 500):
-            conn.execute(
-                update(RUN)
-                .where(RUN.c.id.in_(chunk), RUN.c.status.in_(statuses))
-                .values(
-                    status=RunStatus.PENDING.value,
-                    attempt_base=RUN.c.attempts,
-                    next_attempt_at=now,
-                    replay_count=RUN.c.replay_count + 1,
-                    replayed_at=now,
-                    replayed_by=requested_by,
-                )
-            )
+        runs.replay(conn, run_ids, statuses=statuses, requested_by=requested_by, now=now)
     return ReplayResult(rearmed=len(run_ids), created=created, run_ids=run_ids)
 
 
@@ -103,7 +92,12 @@ def _event_filters(selection: ReplaySelection) -> list[Any]:
 
 
 def _create_missing_runs(
-    conn: Connection, selection: ReplaySelection, plugins: PluginHost, config: Config, now: datetime
+    conn: Connection,
+    runs: Runs,
+    selection: ReplaySelection,
+    plugins: PluginHost,
+    config: Config,
+    now: datetime,
 ) -> int:
     events = conn.execute(
         select(EVENT.c.id, EVENT.c.tenant, EVENT.c.type).where(and_(*_event_filters(selection)))
@@ -113,32 +107,13 @@ def _create_missing_runs(
         tenant = config.tenants.get(event.tenant)
         if tenant is None:
             continue
-        wanted = {
-            (handler.plugin, handler.name)
+        wanted = [
+            handler
             for handler in plugins.handlers_for(event.type, tenant.plugins)
             if selection.plugin in (None, handler.plugin)
-        }
+        ]
         rows = conn.execute(select(RUN.c.plugin, RUN.c.handler).where(RUN.c.event_id == event.id))
         existing = {(row.plugin, row.handler) for row in rows}
-        missing = sorted(wanted - existing)
-        if missing:
-            conn.execute(
-                RUN.insert(),
-                [
-                    {
-                        "event_id": event.id,
-                        "plugin": plugin,
-                        "handler": handler,
-                        "status": RunStatus.PENDING.value,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    }
-                    for plugin, handler in missing
-                ],
-            )
-            created += len(missing)
+        missing = [handler for handler in wanted if (handler.plugin, handler.name) not in existing]
+        created += runs.create_on(conn, event.id, sorted(missing, key=lambda h: (h.plugin, h.name)), now)
     return created
-
-
-def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

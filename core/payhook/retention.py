@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import select, update
 
-from .models import RunStatus, utcnow
-from .store import EVENT, FAILURE, RUN, Store
+from .models import utcnow
+from .runs import EVENT, runs_of
+from .store import Store
 
 __all__ = ["PruneResult", "prune"]
-
-FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.SKIPPED.value, RunStatus.DEAD.value)
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,8 @@ def prune(store: Store, older_than_days: float, *, batch: int = 1000) -> PruneRe
     if older_than_days < 0:
         raise ValueError("older_than_days must not be negative")
     cutoff = utcnow() - timedelta(days=older_than_days)
-    unfinished = exists().where(RUN.c.event_id == EVENT.c.id, RUN.c.status.not_in(FINISHED))
+    runs_ = runs_of(store)
+    unfinished = runs_.unfinished_exists()
     events = runs = 0
     while True:
         with store.transaction() as conn:
@@ -47,9 +47,7 @@ def prune(store: Store, older_than_days: float, *, batch: int = 1000) -> PruneRe
             )
             if not ids:
                 return PruneResult(events, runs)
-            run_ids = select(RUN.c.id).where(RUN.c.event_id.in_(ids)).scalar_subquery()
-            conn.execute(delete(FAILURE).where(FAILURE.c.run_id.in_(run_ids)))
-            runs += conn.execute(delete(RUN).where(RUN.c.event_id.in_(ids))).rowcount
+            runs += runs_.delete_for_events(conn, ids)
             events += conn.execute(
                 update(EVENT).where(EVENT.c.id.in_(ids)).values(payload="", pruned_at=utcnow())
             ).rowcount

@@ -1,4 +1,13 @@
-"""SQLite, tuned for one busy writer: WAL, our own lock waits, checkpoints off the hot path."""
+"""SQLite, tuned for one busy writer: WAL, a write gate, checkpoints off the hot path.
+
+SQLite lets one transaction write at a time. Two rules keep that from stalling payhook:
+
+* A short core transaction (ingest, claim, a run transition) takes the process's write gate
+  and then `BEGIN IMMEDIATE`, so it never fails half way for want of the lock.
+* A handler's transaction begins only when the handler first touches the database, and
+  takes the gate only at its first write. A handler waiting on the network before it writes
+  holds nothing; one that writes and then waits holds the lock until it commits.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from .config import DatabaseConfig
 
-__all__ = ["Checkpointer", "make_sqlite_engine"]
+__all__ = ["Checkpointer", "WriteConflict", "WriteGate", "is_lock_error", "make_sqlite_engine"]
 
 log = logging.getLogger("payhook.sqlite")
 
@@ -22,16 +31,70 @@ log = logging.getLogger("payhook.sqlite")
 FIRST_WAIT = 0.0002
 LONGEST_WAIT = 0.002
 CHECKPOINT_INTERVAL = 1.0
+# The option that marks a handler's connection: its transaction begins lazily.
+LAZY_BEGIN = "payhook_lazy_begin"
+TRANSACTION_STATE = "payhook_txn"  # in conn.info: None, "pending", "read" or "write"
+_READ_ONLY = ("SELECT", "PRAGMA", "EXPLAIN")
+SQLITE_BUSY = 5
 
 
-def make_sqlite_engine(config: DatabaseConfig, pool_size: int) -> Engine:
+class WriteConflict(Exception):
+    """A handler's transaction read, then could not write: another writer got in between.
+
+    Its reads may be stale, so the work is rolled back and the handler runs again.
+    """
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps) is SQLite's "database is locked/busy"."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        orig = getattr(seen, "orig", None)
+        if isinstance(orig, sqlite3.OperationalError):
+            seen = orig
+        if isinstance(seen, sqlite3.OperationalError):
+            code = getattr(seen, "sqlite_errorcode", None)
+            if (code is not None and code & 0xFF == SQLITE_BUSY) or "locked" in str(seen):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class WriteGate:
+    """This process's writers in one queue: a lock that knows its holder, with bounded waits."""
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+
+    def acquire(self) -> None:
+        if not self._lock.acquire(timeout=self.patience):
+            raise OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked (write gate)")
+            )
+        self._holder = threading.get_ident()
+
+    def release(self) -> None:
+        self._holder = None
+        self._lock.release()
+
+    def held_here(self) -> bool:
+        return self._holder == threading.get_ident()
+
+    def release_if_held(self) -> None:
+        if self.held_here():
+            self.release()
+
+
+def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) -> Engine:
     engine = create_engine(
         config.url,
         connect_args={"check_same_thread": False, "timeout": config.busy_timeout_ms / 1000},
         pool_size=pool_size,
     )
     synchronous = config.sqlite_synchronous.upper()
-    patience = config.busy_timeout_ms / 1000
+    patience = gate.patience
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_conn: Any, _record: Any) -> None:
@@ -51,11 +114,56 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Connection) -> None:
-        driver_connection: Any = conn.connection.driver_connection
-        begin_immediate(driver_connection, patience)
+    def _begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(LAZY_BEGIN):
+            conn.info[TRANSACTION_STATE] = "pending"
+            return
+        conn.info.pop(TRANSACTION_STATE, None)
+        begin_immediate(conn.connection.driver_connection, patience)  # type: ignore[arg-type]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_statement(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        state = conn.info.get(TRANSACTION_STATE)
+        if state is None or state == "write":
+            return
+        writes = not statement.lstrip()[:7].upper().startswith(_READ_ONLY)
+        if writes:
+            prepare_write(conn, gate, patience)
+        elif state == "pending":
+            conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+            conn.info[TRANSACTION_STATE] = "read"
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _ended(conn: Connection) -> None:
+        conn.info.pop(TRANSACTION_STATE, None)
 
     return engine
+
+
+def prepare_write(conn: Connection, gate: WriteGate, patience: float) -> None:
+    """Before a handler transaction's first write: take the gate, then SQLite's lock.
+
+    A transaction that has only read so far is upgraded in place; if another writer
+    committed since its reads, SQLite refuses, and that is a WriteConflict.
+    """
+    state = conn.info.get(TRANSACTION_STATE)
+    if state is None or state == "write":
+        return
+    if not gate.held_here():
+        gate.acquire()
+    driver: Any = conn.connection.driver_connection
+    if state == "pending":
+        begin_immediate(driver, patience)
+    else:
+        try:
+            # A write that takes the lock and changes nothing: the upgrade, made visible.
+            driver.execute("DELETE FROM payhook_event WHERE 0")
+        except sqlite3.OperationalError as exc:
+            if is_lock_error(exc):
+                raise WriteConflict("another writer committed after this transaction's reads") from exc
+            raise
+    conn.info[TRANSACTION_STATE] = "write"
 
 
 def begin_immediate(dbapi_conn: sqlite3.Connection, patience: float) -> None:

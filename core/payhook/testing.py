@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col
 from sqlmodel import select as sm_select
 
 from .app import PayhookApp, create_app
 from .config import Config
-from .models import Event, HandlerRun, RunFailure, RunStatus, utcnow
+from .models import Event, HandlerRun, RunFailure
 from .processing import RunOutcome
 from .replay import ReplaySelection, replay
 from .samples import FIXTURES, fresh_event_id, load_event
@@ -45,12 +46,28 @@ __all__ = [
     "load_event",
     "postgres_database",
     "signed_headers",
+    "wait_until",
 ]
 
 POSTGRES_URL_ENV = "PAYHOOK_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_ENV = "PAYHOOK_REQUIRE_POSTGRES"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEST_SECRET = "whsec_payhook_test_secret"
+
+
+def wait_until(
+    condition: Callable[[], object], *, timeout: float = 30.0, what: str = "the condition"
+) -> None:
+    """Poll `condition` until it is true; fail the test after `timeout` seconds.
+
+    For states reached in other threads or processes (a worker finishing a run, an observer
+    called after the answer): tests wait on states, never on fixed sleeps.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.005)
 
 
 def signed_headers(body: bytes, secret: str = TEST_SECRET, timestamp: int | None = None) -> dict[str, str]:
@@ -129,11 +146,7 @@ class PayhookHarness:
 
     def make_retries_due(self) -> None:
         with self.store.transaction() as conn:
-            conn.execute(
-                update(HandlerRun)
-                .where(col(HandlerRun.status) == RunStatus.FAILED.value)
-                .values(next_attempt_at=utcnow())
-            )
+            self.app.payhook.runs.retry_now(conn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

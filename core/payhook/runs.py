@@ -1,0 +1,658 @@
+"""The handler-run lifecycle: every insert and status change of `payhook_handler_run`.
+
+A handler run is one (event, plugin, handler) triple. Its states and the named transitions
+between them::
+
+                     create (ingest, replay, reconcile)
+                                   │
+                                   ▼
+       ┌──── release ────── ┌─────────┐ ◀──── rearm (a redelivery) ─────── dead
+       │  (never started)   │ pending │ ◀──── replay ── failed, dead, succeeded, skipped
+       ▼                    └─────────┘
+    pending/failed              │ claim (due; or running with an expired lease)
+                                ▼
+                           ┌─────────┐ ── renew_lease / extend_lease ──▶ running
+                           │ running │ ── succeed ─────▶ succeeded
+                           └─────────┘ ── skip ────────▶ skipped
+                                │      ── fail ────────▶ failed (retry due later) or dead
+                                │      ── abandon ─────▶ failed (due now; worker stopped)
+                                └───── note_lost_attempt (reclaimed) ──▶ running or dead
+
+Every transition out of `running` names the claim it acts for (the lease token), so a
+worker that lost its lease can never overwrite what the run's new owner did. The table
+`TRANSITIONS` below is the same picture as data; the statements are built from it, and a
+test walks it. No other module writes `payhook_handler_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy.sql import ColumnElement
+
+from .compiled import Compiled, insert_keys
+from .events import Event as StripeEvent
+from .models import Event, HandlerRun, RunFailure, RunStatus, UTCDateTime, utcnow
+from .types import Handler
+
+__all__ = [
+    "TRANSITIONS",
+    "ClaimedRun",
+    "EventPayload",
+    "Failure",
+    "IllegalTransition",
+    "Runs",
+    "newer_event_applied",
+    "runs_of",
+]
+
+EVENT = Event.__table__  # type: ignore[attr-defined]
+RUN = HandlerRun.__table__  # type: ignore[attr-defined]
+FAILURE = RunFailure.__table__  # type: ignore[attr-defined]
+
+S = RunStatus
+# transition -> (the states it may start from, the state it leads to; None: decided per call)
+TRANSITIONS: dict[str, tuple[frozenset[RunStatus], RunStatus | None]] = {
+    "claim": (frozenset({S.PENDING, S.FAILED, S.RUNNING}), S.RUNNING),  # running: lease expired
+    "renew_lease": (frozenset({S.RUNNING}), S.RUNNING),
+    "succeed": (frozenset({S.RUNNING}), S.SUCCEEDED),
+    "skip": (frozenset({S.RUNNING}), S.SKIPPED),
+    "fail": (frozenset({S.RUNNING}), None),  # failed, or dead when no attempt is left
+    "note_lost_attempt": (frozenset({S.RUNNING}), None),  # stays running, or dead
+    "release": (frozenset({S.RUNNING}), None),  # back to pending (or failed) untouched
+    "abandon": (frozenset({S.RUNNING}), S.FAILED),
+    "rearm": (frozenset({S.DEAD}), S.PENDING),
+    "replay": (frozenset({S.FAILED, S.DEAD, S.SUCCEEDED, S.SKIPPED}), S.PENDING),
+}
+DUE = (S.PENDING.value, S.FAILED.value)
+FINISHED = (S.SUCCEEDED.value, S.SKIPPED.value, S.DEAD.value)
+# What a worker needs of the event a claimed run belongs to.
+EVENT_COLUMNS = ("tenant", "stripe_event_id", "payload")
+
+
+class IllegalTransition(Exception):
+    """A transition was asked for from a state it does not start from."""
+
+
+def _sources(transition: str) -> list[str]:
+    return sorted(status.value for status in TRANSITIONS[transition][0])
+
+
+class EventPayload:
+    """A stored event's text, parsed once, on first use, for all the runs that share it.
+
+    Handlers get the same event object: they must treat it as read-only.
+    """
+
+    __slots__ = ("_event", "_lock", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._event: StripeEvent | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def event(self) -> StripeEvent:
+        if self._event is None:
+            with self._lock:
+                if self._event is None:
+                    self._event = StripeEvent.construct_from(json.loads(self.text), None)
+        return self._event
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this process holds the lease of, with what executing it needs."""
+
+    id: int
+    event_id: int
+    plugin: str
+    handler: str
+    attempts: int
+    attempt_base: int
+    lease_token: str
+    reclaimed: bool
+    replayed: bool
+    tenant: str
+    stripe_event_id: str
+    payload: EventPayload = field(repr=False)
+    # When this process claimed it (time.monotonic()): a run may wait in the worker's queue.
+    claimed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def failures(self) -> int:
+        """Attempts counted against the retry budget, this one included."""
+        return self.attempts - self.attempt_base
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt, as stored in `payhook_run_failure` and on the run."""
+
+    error_type: str
+    message: str
+    traceback: str = ""
+
+
+def status_in(statuses: Iterable[str]) -> ColumnElement[bool]:
+    """`status IN (...)` for a compiled statement: one plain parameter per status."""
+    return or_(*(RUN.c.status == status for status in statuses))
+
+
+def _guard(transition: str) -> ColumnElement[bool]:
+    # Every write about a claimed run checks the claim still holds: a worker that lost
+    # its lease must not overwrite what the run's new owner did.
+    return and_(
+        RUN.c.id == bindparam("b_id"),
+        RUN.c.lease_token == bindparam("b_token"),
+        status_in(_sources(transition)),
+    )
+
+
+def _time(name: str) -> Any:
+    return bindparam(name, type_=UTCDateTime())
+
+
+class Runs:
+    """The run transitions, compiled once for one database.
+
+    Transitions that belong to a bigger transaction (ingest's `create`, a handler's
+    `succeed`) take that transaction's DBAPI cursor; the others open their own through
+    `store.transaction()`.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        dialect = store.engine.dialect
+        self.is_sqlite: bool = store.is_sqlite
+
+        def compile_(statement: Any, keys: list[str] | None = None) -> Compiled:
+            return Compiled(statement, dialect, keys)
+
+        self._create = compile_(RUN.insert(), insert_keys(RUN))
+        expired = and_(RUN.c.status == S.RUNNING.value, RUN.c.lease_expires_at < _time("b_now"))
+        due_now = and_(status_in(DUE), RUN.c.next_attempt_at <= _time("b_now"))
+        self._claim_due = self._claim_statements(compile_, or_(due_now, expired))
+        # One event's waiting runs whatever their schedule (inline mode and tests want them now).
+        self._claim_event = self._claim_statements(
+            compile_,
+            and_(RUN.c.event_id == bindparam("b_event_id"), or_(status_in(DUE), expired)),
+        )
+        self._renew = compile_(
+            update(RUN).where(_guard("renew_lease")).values(lease_expires_at=_time("b_until"))
+        )
+        self._extend = compile_(
+            update(RUN)
+            .where(RUN.c.id == bindparam("b_id"), RUN.c.lease_token == bindparam("b_token"))
+            .where(RUN.c.status == S.RUNNING.value)
+            .values(lease_expires_at=_time("b_until"))
+        )
+        finished = {
+            "finished_at": _time("b_now"),
+            "duration_ms": bindparam("b_duration"),
+            "next_attempt_at": None,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "last_error_type": None,
+            "last_traceback": None,
+        }
+        # Earlier attempts' errors stay in payhook_run_failure, not on a run that is done;
+        # a skipped run keeps its reason in last_error.
+        self._succeed = compile_(
+            update(RUN).where(_guard("succeed")).values(status=S.SUCCEEDED.value, last_error=None, **finished)
+        )
+        self._skip = compile_(
+            update(RUN)
+            .where(_guard("skip"))
+            .values(status=S.SKIPPED.value, last_error=bindparam("b_reason"), **finished)
+        )
+        self._fail = compile_(
+            update(RUN)
+            .where(_guard("fail"))
+            .values(
+                status=bindparam("b_status"),
+                next_attempt_at=_time("b_next"),
+                finished_at=_time("b_now"),
+                duration_ms=bindparam("b_duration"),
+                lease_token=None,
+                lease_expires_at=None,
+                last_error_type=bindparam("b_error_type"),
+                last_error=bindparam("b_message"),
+                last_traceback=bindparam("b_traceback"),
+            )
+        )
+        self._note_lost = compile_(
+            update(RUN)
+            .where(_guard("note_lost_attempt"))
+            .values(
+                last_error_type=bindparam("b_error_type"),
+                last_error=bindparam("b_message"),
+                last_traceback=bindparam("b_traceback"),
+            )
+        )
+        self._record_failure = compile_(FAILURE.insert(), insert_keys(FAILURE))
+        self._release = compile_(
+            update(RUN)
+            .where(_guard("release"))
+            .values(
+                status=bindparam("b_status"),
+                attempts=RUN.c.attempts - 1,
+                lease_token=None,
+                lease_expires_at=None,
+                next_attempt_at=_time("b_now"),
+            )
+        )
+        self._rearm = compile_(
+            update(RUN)
+            .where(RUN.c.event_id == bindparam("b_event_id"), status_in(_sources("rearm")))
+            .values(status=S.PENDING.value, attempt_base=RUN.c.attempts, next_attempt_at=_time("b_now"))
+        )
+
+    # -- create ------------------------------------------------------------------------
+
+    def create(self, cursor: Any, event_id: int, handlers: Iterable[Handler], now: datetime) -> int:
+        """Insert a pending run per handler, due now, inside the caller's transaction."""
+        rows = [
+            self._create.params(
+                {
+                    "event_id": event_id,
+                    "plugin": handler.plugin,
+                    "handler": handler.name,
+                    "status": S.PENDING.value,
+                    "attempts": 0,
+                    "attempt_base": 0,
+                    "next_attempt_at": now,
+                    "lease_owner": None,
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "last_error_type": None,
+                    "last_error": None,
+                    "last_traceback": None,
+                    "created_at": now,
+                    "started_at": None,
+                    "finished_at": None,
+                    "duration_ms": None,
+                    "replay_count": 0,
+                    "replayed_at": None,
+                    "replayed_by": None,
+                }
+            )
+            for handler in handlers
+        ]
+        if rows:
+            cursor.executemany(self._create.sql, rows)
+        return len(rows)
+
+    def rearm(self, cursor: Any, event_id: int, now: datetime) -> int:
+        """A redelivery of an event whose runs are dead: a fresh retry budget, due now."""
+        cursor.execute(self._rearm.sql, self._rearm.params({"b_event_id": event_id, "b_now": now}))
+        return max(int(cursor.rowcount), 0)
+
+    # -- claim -------------------------------------------------------------------------
+
+    def _claim_statements(self, compile_: Any, due: ColumnElement[bool]) -> tuple[Compiled, Compiled | None]:
+        """The claim as (pick, mark) on SQLite, or (one statement, None) on PostgreSQL."""
+        mark = {
+            "status": S.RUNNING.value,
+            "attempts": RUN.c.attempts + 1,
+            "lease_owner": bindparam("b_owner"),
+            "lease_token": bindparam("b_token"),
+            "lease_expires_at": _time("b_until"),
+            "started_at": _time("b_now"),
+        }
+        returned = (
+            RUN.c.id,
+            RUN.c.event_id,
+            RUN.c.plugin,
+            RUN.c.handler,
+            RUN.c.attempts,
+            RUN.c.attempt_base,
+            RUN.c.replay_count,
+        )
+        if self.is_sqlite:
+            # One writer holds the lock for both statements; the pick reads the old status.
+            # SQLite's RETURNING cannot name another table, but a scalar subquery may.
+            pick = (
+                select(RUN.c.id, RUN.c.status)
+                .where(due)
+                .order_by(RUN.c.next_attempt_at, RUN.c.id)
+                .limit(bindparam("b_limit"))
+            )
+            marked = (
+                update(RUN)
+                .where(RUN.c.id.in_(select(pick.subquery().c.id)))
+                .values(**mark)
+                .returning(*returned, *(_event_column(name) for name in EVENT_COLUMNS))
+            )
+            return compile_(pick), compile_(marked)
+        # PostgreSQL: one round trip; concurrent workers skip each other's rows.
+        picked = (
+            select(RUN.c.id, RUN.c.status.label("was"))
+            .where(due)
+            .order_by(RUN.c.next_attempt_at, RUN.c.id)
+            .limit(bindparam("b_limit"))
+            .with_for_update(skip_locked=True)
+            .cte("picked")
+        )
+        statement = (
+            update(RUN)
+            .where(RUN.c.id == picked.c.id, EVENT.c.id == RUN.c.event_id)
+            .values(**mark)
+            .returning(*returned, *(EVENT.c[name] for name in EVENT_COLUMNS), picked.c.was)
+        )
+        return compile_(statement), None
+
+    def claim(
+        self, owner: str, limit: int, lease_seconds: float, *, event_id: int | None = None
+    ) -> list[ClaimedRun]:
+        """Take up to `limit` due runs under a new lease; each claim counts as an attempt."""
+        now = utcnow()
+        token = uuid.uuid4().hex
+        params: dict[str, Any] = {
+            "b_token": token,
+            "b_now": now,
+            "b_until": now + timedelta(seconds=lease_seconds),
+            "b_owner": owner,
+            "b_limit": limit,
+        }
+        if event_id is not None:
+            params["b_event_id"] = event_id
+        with self.store.transaction() as conn:
+            cursor = conn.connection.cursor()
+            pick, mark = self._claim_due if event_id is None else self._claim_event
+            try:
+                cursor.execute(pick.sql, pick.params(params))
+                rows = cursor.fetchall()
+                if mark is not None and rows:
+                    was = dict(rows)
+                    cursor.execute(mark.sql, mark.params(params))
+                    rows = [(*row, was[row[0]]) for row in cursor.fetchall()]
+            finally:
+                cursor.close()
+        payloads: dict[int, EventPayload] = {}
+        claimed = []
+        for row in sorted(rows, key=lambda r: r[0]):
+            run_id, event_id_, plugin, handler, attempts, base, replays, tenant, evt, text, was = row
+            payload = payloads.get(event_id_)
+            if payload is None:
+                payload = payloads[event_id_] = EventPayload(text)
+            claimed.append(
+                ClaimedRun(
+                    id=run_id,
+                    event_id=event_id_,
+                    plugin=plugin,
+                    handler=handler,
+                    attempts=attempts,
+                    attempt_base=base,
+                    lease_token=token,
+                    reclaimed=was == S.RUNNING.value,
+                    replayed=bool(replays),
+                    tenant=tenant,
+                    stripe_event_id=evt,
+                    payload=payload,
+                )
+            )
+        return claimed
+
+    # -- while running -----------------------------------------------------------------
+
+    def renew_lease(self, run: ClaimedRun, seconds: float) -> bool:
+        """A fresh lease for a run that waited in a queue, if the claim still holds."""
+        until = utcnow() + timedelta(seconds=seconds)
+        return self._write_one(self._renew, {"b_id": run.id, "b_token": run.lease_token, "b_until": until})
+
+    def extend_lease(self, run_id: int, token: str, seconds: float) -> bool:
+        """A handler asks for more time; False if its lease was already lost."""
+        until = utcnow() + timedelta(seconds=seconds)
+        return self._write_one(self._extend, {"b_id": run_id, "b_token": token, "b_until": until})
+
+    # -- finishing ---------------------------------------------------------------------
+
+    def succeed(self, cursor: Any, run: ClaimedRun, duration_ms: float) -> bool:
+        """Inside the handler's transaction: mark it succeeded; False if the lease was lost."""
+        cursor.execute(
+            self._succeed.sql,
+            self._succeed.params(
+                {"b_id": run.id, "b_token": run.lease_token, "b_now": utcnow(), "b_duration": duration_ms}
+            ),
+        )
+        return bool(cursor.rowcount == 1)
+
+    def succeed_alone(self, run: ClaimedRun, duration_ms: float) -> bool:
+        """`succeed` in a transaction of its own (the handler wrote nothing)."""
+        with self.store.transaction() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                return self.succeed(cursor, run, duration_ms)
+            finally:
+                cursor.close()
+
+    def skip(self, run: ClaimedRun, reason: str, duration_ms: float) -> bool:
+        """The handler raised payhook.Skip: `skipped`, with its reason."""
+        return self._write_one(
+            self._skip,
+            {
+                "b_id": run.id,
+                "b_token": run.lease_token,
+                "b_now": utcnow(),
+                "b_duration": duration_ms,
+                "b_reason": reason,
+            },
+        )
+
+    def fail(
+        self,
+        run: ClaimedRun,
+        failure: Failure,
+        *,
+        next_attempt_at: datetime | None,
+        duration_ms: float | None = None,
+    ) -> bool:
+        """Record a failed attempt: `failed` with the next attempt's time, or `dead` without."""
+        status = S.FAILED if next_attempt_at is not None else S.DEAD
+        now = utcnow()
+        params = {
+            "b_id": run.id,
+            "b_token": run.lease_token,
+            "b_status": status.value,
+            "b_next": next_attempt_at,
+            "b_now": now,
+            "b_duration": duration_ms,
+            **_failure_params(failure),
+        }
+        return self._write_failure(self._fail, params, run.id, run.attempts, failure, now)
+
+    def note_lost_attempt(self, run: ClaimedRun, failure: Failure, *, dead: bool) -> bool:
+        """A reclaimed run: its previous holder's attempt is recorded as failed.
+
+        The run stays `running` for this claim, unless that attempt was its last (`dead`).
+        """
+        lost = run.attempts - 1
+        if dead:
+            return self.fail(run, failure, next_attempt_at=None)
+        now = utcnow()
+        params = {"b_id": run.id, "b_token": run.lease_token, **_failure_params(failure)}
+        return self._write_failure(self._note_lost, params, run.id, lost, failure, now)
+
+    def abandon(self, runs: Sequence[ClaimedRun], failure: Failure) -> None:
+        """Hand back runs this worker cannot finish (shutdown): failed, due now elsewhere."""
+        for run in runs:
+            self.fail(run, failure, next_attempt_at=utcnow())
+
+    def release(self, runs: Sequence[ClaimedRun]) -> None:
+        """Give back claimed runs that never started; the attempt is undone."""
+        if not runs:
+            return
+        now = utcnow()
+        with self.store.transaction() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                for run in runs:
+                    status = S.FAILED if run.attempts > 1 else S.PENDING
+                    cursor.execute(
+                        self._release.sql,
+                        self._release.params(
+                            {
+                                "b_id": run.id,
+                                "b_token": run.lease_token,
+                                "b_status": status.value,
+                                "b_now": now,
+                            }
+                        ),
+                    )
+            finally:
+                cursor.close()
+
+    # -- operator transitions (Core connection, rarely hot) ----------------------------
+
+    def replay(
+        self,
+        conn: Any,
+        run_ids: Sequence[int],
+        *,
+        statuses: Sequence[str],
+        requested_by: str,
+        now: datetime,
+    ) -> None:
+        """Make the given runs due now with a fresh budget, recording who asked."""
+        allowed = set(_sources("replay"))
+        if not set(statuses) <= allowed:
+            raise IllegalTransition(f"replay starts from {sorted(allowed)}, not {sorted(statuses)}")
+        for chunk in _chunks(run_ids, 500):
+            conn.execute(
+                update(RUN)
+                .where(RUN.c.id.in_(chunk), RUN.c.status.in_(list(statuses)))
+                .values(
+                    status=S.PENDING.value,
+                    attempt_base=RUN.c.attempts,
+                    next_attempt_at=now,
+                    replay_count=RUN.c.replay_count + 1,
+                    replayed_at=now,
+                    replayed_by=requested_by,
+                )
+            )
+
+    def retry_now(self, conn: Any) -> int:
+        """Make every failed run due now instead of after its backoff (tests, operators)."""
+        result = conn.execute(
+            update(RUN).where(RUN.c.status == S.FAILED.value).values(next_attempt_at=utcnow())
+        )
+        return int(result.rowcount)
+
+    def create_on(self, conn: Any, event_id: int, handlers: Iterable[Handler], now: datetime) -> int:
+        """`create` on a SQLAlchemy connection (replay, reconcile)."""
+        cursor = conn.connection.cursor()
+        try:
+            return self.create(cursor, event_id, handlers, now)
+        finally:
+            cursor.close()
+
+    def delete_for_events(self, conn: Any, event_ids: Sequence[int]) -> int:
+        """Drop finished events' runs and their failures (retention)."""
+        run_ids = select(RUN.c.id).where(RUN.c.event_id.in_(event_ids)).scalar_subquery()
+        conn.execute(delete(FAILURE).where(FAILURE.c.run_id.in_(run_ids)))
+        return int(conn.execute(delete(RUN).where(RUN.c.event_id.in_(event_ids))).rowcount)
+
+    @staticmethod
+    def unfinished_exists() -> ColumnElement[bool]:
+        """True for an event that still has a run to execute (pending, running or failed)."""
+        return exists().where(RUN.c.event_id == EVENT.c.id, RUN.c.status.not_in(FINISHED))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _write_one(self, statement: Compiled, params: dict[str, Any]) -> bool:
+        with self.store.transaction() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(statement.sql, statement.params(params))
+                return bool(cursor.rowcount == 1)
+            finally:
+                cursor.close()
+
+    def _write_failure(
+        self,
+        statement: Compiled,
+        params: dict[str, Any],
+        run_id: int,
+        attempt: int,
+        failure: Failure,
+        now: datetime,
+    ) -> bool:
+        with self.store.transaction() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(statement.sql, statement.params(params))
+                if cursor.rowcount != 1:
+                    return False
+                cursor.execute(
+                    self._record_failure.sql,
+                    self._record_failure.params(
+                        {
+                            "run_id": run_id,
+                            "attempt": attempt,
+                            "error_type": failure.error_type,
+                            "message": failure.message,
+                            "traceback": failure.traceback,
+                            "failed_at": now,
+                        }
+                    ),
+                )
+                return True
+            finally:
+                cursor.close()
+
+
+_RUNS_BY_STORE: weakref.WeakKeyDictionary[Any, Runs] = weakref.WeakKeyDictionary()
+_RUNS_LOCK = threading.Lock()
+
+
+def runs_of(store: Any) -> Runs:
+    """The one `Runs` of a store (its statements are compiled once)."""
+    with _RUNS_LOCK:
+        runs = _RUNS_BY_STORE.get(store)
+        if runs is None:
+            runs = _RUNS_BY_STORE[store] = Runs(store)
+        return runs
+
+
+def newer_event_applied(session: Any, event_id: int, plugin: str) -> bool:
+    """Did `plugin` already succeed on an event created later about the same object?"""
+    this = EVENT.alias("this")
+    other = EVENT.alias("other")
+    query = select(
+        exists().where(
+            this.c.id == event_id,
+            other.c.tenant == this.c.tenant,
+            other.c.object_id == this.c.object_id,
+            other.c.created > this.c.created,
+            RUN.c.event_id == other.c.id,
+            RUN.c.plugin == plugin,
+            RUN.c.status == S.SUCCEEDED.value,
+        )
+    )
+    return bool(session.execute(query).scalar())
+
+
+def _failure_params(failure: Failure) -> dict[str, Any]:
+    return {
+        "b_error_type": failure.error_type,
+        "b_message": failure.message,
+        "b_traceback": failure.traceback,
+    }
+
+
+def _event_column(name: str) -> Any:
+    return select(EVENT.c[name]).where(EVENT.c.id == RUN.c.event_id).scalar_subquery()
+
+
+def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,157 @@
+"""The runtime behind the app: store, plugins, ingest writer and an optional worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from . import migrations
+from .config import Config, TenantConfig
+from .eventlog import Delivery, EventLog, IngestResult
+from .plugins import PluginHost
+from .processing import Outcome, Processor
+from .runs import runs_of
+from .store import Store
+from .types import StoredEvent
+from .worker import Worker
+from .writer import BatchWriter
+
+__all__ = ["Payhook"]
+
+log = logging.getLogger("payhook")
+
+
+class Payhook:
+    """Everything one receiver (or worker) process runs; start and stop it as often as needed."""
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: Mapping[str, object] | None = None,
+        *,
+        store: Store | None = None,
+        migrate: bool = False,
+        run_worker: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.plugins = PluginHost(plugins)
+        self.plugins.check_config(config)
+        self.store = store or Store(config.database, min_pool_size=config.processing.concurrency + 4)
+        if migrate:
+            migrations.upgrade(self.store.engine)
+        self.runs = runs_of(self.store)
+        self.processor = Processor(config, self.store, self.plugins, self.runs)
+        self.writer = BatchWriter(EventLog(self.store, self.runs))
+        self.run_worker = config.processing.worker if run_worker is None else run_worker
+        self.worker: Worker | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._observers: ThreadPoolExecutor | None = None
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._notify_stored = bool(self.plugins.hook.event_stored.get_hookimpls())
+
+    async def ensure_started(self) -> None:
+        """Start on first use when nobody ran the lifespan (a mounted app, say)."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self._started:
+                await self.start()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self.plugins.hook.startup(host=self.plugins)
+        self.store.start_maintenance()
+        self.writer.start()
+        if self._notify_stored:
+            # event_stored observers run here, in order, off the event loop.
+            self._observers = ThreadPoolExecutor(1, thread_name_prefix="payhook-observers")
+        if self.run_worker:
+            processing = self.config.processing
+            self.worker = Worker(
+                self.processor,
+                concurrency=processing.concurrency,
+                batch_size=processing.batch_size,
+                poll_interval=processing.poll_interval,
+            )
+            self._worker_task = asyncio.create_task(self.worker.run(), name="payhook-worker")
+        self._started = True
+        log.info(
+            "payhook started: %d tenants (%s), worker %s",
+            len(self.config.tenants),
+            "; ".join(
+                f"{tenant.slug}: {', '.join(tenant.plugins) or 'no plugins'}"
+                for tenant in self.config.tenants.values()
+            )
+            or "none",
+            "in this process" if self.run_worker else "in other processes",
+        )
+
+    async def stop(self, grace: float = 30.0) -> int:
+        """Drain the ingest writer, stop the worker; returns how many runs were handed back."""
+        if not self._started:
+            return 0
+        await self.writer.stop()
+        abandoned = 0
+        if self.worker is not None and self._worker_task is not None:
+            abandoned = await self.worker.stop(grace)
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+            self.worker = self._worker_task = None
+        if self._observers is not None:
+            self._observers.shutdown(wait=True)
+            self._observers = None
+        self._started = False
+        self.store.dispose()
+        return abandoned
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def event_stored(
+        self, result: IngestResult, delivery: Delivery, event: dict[str, Any], tenant: TenantConfig
+    ) -> None:
+        """After a new event committed: wake the worker, tell the tenant's observers."""
+        if self.worker is not None and result.runs:
+            self.worker.notify()
+        if self._observers is None:
+            return
+        stored = StoredEvent(
+            id=result.event_id,
+            tenant=delivery.tenant,
+            stripe_event_id=delivery.stripe_event_id,
+            type=delivery.type,
+            payload=event,
+            secret_index=delivery.secret_index,
+            runs=result.runs,
+        )
+        self._observers.submit(self._tell_observers, stored, tenant)
+
+    def _tell_observers(self, stored: StoredEvent, tenant: TenantConfig) -> None:
+        try:
+            self.plugins.hooks_for(tenant).event_stored(event=stored, tenant=tenant)
+        except Exception:
+            # The event is committed and acknowledged; an observer cannot undo that.
+            log.exception("an event_stored hook raised")
+
+    async def process_inline(self, event_id: int) -> list[str]:
+        """Run this event's waiting runs now; return the errors of those that failed."""
+        loop = asyncio.get_running_loop()
+        claimed = await loop.run_in_executor(None, lambda: self.processor.claim(1000, event_id))
+        errors = []
+        for run in claimed:
+            outcome = await loop.run_in_executor(None, self.processor.execute, run)
+            if outcome.status in (Outcome.FAILED, Outcome.DEAD) and outcome.error is not None:
+                errors.append(outcome.error)
+        return errors

@@ -1,0 +1,139 @@
+"""The run lifecycle: every allowed transition works, every other one is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from payhook.models import HandlerRun, RunStatus, utcnow
+from payhook.runs import TRANSITIONS, ClaimedRun, EventPayload, Failure, IllegalTransition, Runs
+from payhook.testing import PayhookHarness, store_backends
+from sqlalchemy import update
+
+from .helpers import RecordingPlugin, create_effect_table
+
+TOKEN = "the-claim-of-this-test"
+
+
+def put_run_in(harness: PayhookHarness, status: RunStatus) -> HandlerRun:
+    """A run in `status`, due, with an expired lease held under TOKEN."""
+    [run] = harness.runs()
+    past = utcnow() - timedelta(seconds=5)
+    with harness.store.transaction() as conn:
+        conn.execute(
+            update(HandlerRun)
+            .where(HandlerRun.id == run.id)  # type: ignore[arg-type]
+            .values(
+                status=status.value,
+                attempts=1,
+                lease_token=TOKEN,
+                lease_expires_at=past,
+                next_attempt_at=past,
+            )
+        )
+    [run] = harness.runs()
+    return run
+
+
+def claimed(run: HandlerRun) -> ClaimedRun:
+    assert run.id is not None
+    return ClaimedRun(
+        id=run.id,
+        event_id=run.event_id,
+        plugin=run.plugin,
+        handler=run.handler,
+        attempts=run.attempts,
+        attempt_base=0,
+        lease_token=TOKEN,
+        reclaimed=False,
+        replayed=False,
+        tenant="test",
+        stripe_event_id="evt",
+        payload=EventPayload("{}"),
+    )
+
+
+def attempt(transition: str, runs: Runs, harness: PayhookHarness, run: HandlerRun) -> bool:
+    """Ask for `transition` on `run`; True if the store accepted it."""
+    failure = Failure("ValueError", "boom")
+    actions: dict[str, Callable[[], Any]] = {
+        "claim": lambda: bool(runs.claim("test-owner", 10, 60)),
+        "renew_lease": lambda: runs.renew_lease(claimed(run), 60),
+        "succeed": lambda: runs.succeed_alone(claimed(run), 1.0),
+        "skip": lambda: runs.skip(claimed(run), "nothing to do", 1.0),
+        "fail": lambda: runs.fail(claimed(run), failure, next_attempt_at=utcnow()),
+        "note_lost_attempt": lambda: runs.note_lost_attempt(claimed(run), failure, dead=False),
+        "release": lambda: runs.release([claimed(run)]),
+        "abandon": lambda: runs.abandon([claimed(run)], failure),
+        "rearm": lambda: _with_cursor(harness, lambda cursor: runs.rearm(cursor, run.event_id, utcnow())),
+        "replay": lambda: _replay(harness, runs, run),
+    }
+    before = _state(harness)
+    result = actions[transition]()
+    changed = _state(harness) != before
+    if transition in ("release", "abandon"):
+        return changed  # these report nothing themselves
+    assert bool(result) == changed, f"{transition} said {result!r} but the row changed={changed}"
+    return changed
+
+
+def _state(harness: PayhookHarness) -> tuple[Any, ...]:
+    [run] = harness.runs()
+    return (run.status, run.attempts, run.lease_token, run.lease_expires_at, run.last_error, run.replay_count)
+
+
+def _with_cursor(harness: PayhookHarness, action: Callable[[Any], int]) -> int:
+    with harness.store.transaction() as conn:
+        cursor = conn.connection.cursor()
+        try:
+            return action(cursor)
+        finally:
+            cursor.close()
+
+
+def _replay(harness: PayhookHarness, runs: Runs, run: HandlerRun) -> bool:
+    allowed = sorted(status.value for status in TRANSITIONS["replay"][0])
+    with harness.store.transaction() as conn:
+        assert run.id is not None
+        runs.replay(conn, [run.id], statuses=allowed, requested_by="test", now=utcnow())
+    return harness.runs()[0].replay_count > run.replay_count
+
+
+@store_backends
+@pytest.mark.parametrize("transition", sorted(TRANSITIONS))
+def test_each_transition_moves_only_from_its_source_states(
+    transition: str, make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = RecordingPlugin("rec")
+    harness: PayhookHarness = make_payhook({"rec": plugin})
+    create_effect_table(harness.store.engine)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    runs = harness.app.payhook.runs
+    sources, target = TRANSITIONS[transition]
+    for status in RunStatus:
+        run = put_run_in(harness, status)
+        moved = attempt(transition, runs, harness, run)
+        assert moved == (status in sources), f"{transition} from {status.value}"
+        if moved and target is not None:
+            assert harness.runs()[0].status == target.value, f"{transition} from {status.value}"
+
+
+@store_backends
+def test_replay_refuses_runs_that_are_about_to_run(make_payhook: Any, stripe_event: Any) -> None:
+    harness: PayhookHarness = make_payhook({"rec": RecordingPlugin("rec")})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    runs = harness.app.payhook.runs
+    with pytest.raises(IllegalTransition), harness.store.transaction() as conn:
+        runs.replay(conn, [1], statuses=["running"], requested_by="test", now=utcnow())
+
+
+@store_backends
+def test_runs_of_one_event_share_one_parsed_event(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = RecordingPlugin("rec", {"payment_intent.succeeded": ["first", "second"]})
+    harness: PayhookHarness = make_payhook({"rec": plugin})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    first, second = harness.app.payhook.processor.claim(10)
+    assert first.payload is second.payload
+    assert first.payload.event is second.payload.event
