@@ -131,5 +131,5 @@ async def healthz(request: Request) -> Response:
     try:
         await asyncio.get_running_loop().run_in_executor(None, payhook.store.ping)
     except StoreUnavailable as exc:
-        return error(503, "store_unavailable", str(exc).split(":")[0])
+        return error(503, "store_unavailable", exc.reason)
     return JSONResponse({"status": "ok"})

@@ -28,7 +28,15 @@ UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class StoreUnavailable(Exception):
-    """The database could not be reached or did not answer in time."""
+    """The database could not be reached or did not answer in time.
+
+    `reason` is a short, secret-free name of what went wrong (say, the driver's error
+    type), fit for a health check's answer; the message has the details.
+    """
+
+    def __init__(self, message: str, *, reason: str = "unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Store:
@@ -73,7 +81,7 @@ class Store:
                 if gate is not None:
                     gate.release()
         except self._unavailable as exc:
-            raise StoreUnavailable(describe(exc)) from exc
+            raise StoreUnavailable(describe(exc), reason=error_type(exc)) from exc
 
     def handler_transaction(self) -> HandlerTransaction:
         return HandlerTransaction(self)
@@ -91,7 +99,7 @@ class Store:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except self._unavailable as exc:
-            raise StoreUnavailable(describe(exc)) from exc
+            raise StoreUnavailable(describe(exc), reason=error_type(exc)) from exc
 
     def start_maintenance(self) -> None:
         """Background upkeep while a receiver or worker runs: SQLite's WAL checkpoints."""
@@ -175,10 +183,15 @@ class HandlerTransaction:
             self.store.gate.release_if_held()
 
 
+def error_type(exc: BaseException) -> str:
+    """The driver's own error type behind a SQLAlchemy wrapper, e.g. `OperationalError`."""
+    return type(getattr(exc, "orig", None) or exc).__name__
+
+
 def describe(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     first_line = (str(original).strip().splitlines() or [""])[0]
-    return f"{type(original).__name__}: {first_line}"
+    return f"{error_type(exc)}: {first_line}"
 
 
 def _make_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate | None) -> Engine:
