@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from payhook import HandlerContext, hookimpl
 from payhook.processing import Processor, RunOutcome
-from payhook.store import ClaimedRun
+from payhook.runs import ClaimedRun
 from payhook.testing import PayhookHarness, store_backends
 from registration_events import intent_event
 from registration_testkit import TENANT, Conference, HookRecorder
