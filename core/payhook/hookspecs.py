@@ -9,6 +9,7 @@ import pluggy
 if TYPE_CHECKING:
     from .config import TenantConfig
     from .context import HandlerContext
+    from .events import Event
     from .plugins import PluginHost
     from .types import Handler, Register, StoredEvent
 
@@ -27,7 +28,7 @@ def register_handlers(register: Register) -> None:
 
 
 @hookspec(firstresult=True)
-def run_handler(handler: Handler, event: Any, ctx: HandlerContext) -> Any:
+def run_handler(handler: Handler, event: Event, ctx: HandlerContext) -> Any:
     """Call `handler(event, ctx)` inside its transaction.
 
     The core's implementation runs last; observers wrap it with `wrapper=True`.
@@ -40,8 +41,11 @@ def event_stored(event: StoredEvent, tenant: TenantConfig) -> None:
 
 
 @hookspec
-def handler_failed(event: Any, ctx: HandlerContext, error: BaseException, dead: bool) -> None:
-    """A handler attempt failed and was rolled back; `dead` means no retry is scheduled."""
+def handler_failed(event: Event | None, ctx: HandlerContext, error: BaseException, dead: bool) -> None:
+    """A handler attempt failed and was rolled back; `dead` means no retry is scheduled.
+
+    `event` is None when the stored payload could not be read back.
+    """
 
 
 @hookspec

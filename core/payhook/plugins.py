@@ -14,6 +14,8 @@ import pluggy
 
 from . import hookspecs
 from .config import Config, ConfigError, TenantConfig
+from .context import HandlerContext
+from .events import Event
 from .hookspecs import hookimpl
 from .types import Handler, HandlerFunc
 
@@ -34,7 +36,7 @@ def disabled_from_env(environ: Mapping[str, str] | None = None) -> frozenset[str
 
 class _CoreHooks:
     @hookimpl(trylast=True)
-    def run_handler(self, handler: Handler, event: Any, ctx: Any) -> Any:
+    def run_handler(self, handler: Handler, event: Event, ctx: HandlerContext) -> Any:
         result = handler(event, ctx)
         # firstresult stops at the first non-None answer; the core's must always count.
         return True if result is None else result

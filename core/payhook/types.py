@@ -8,13 +8,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .context import HandlerContext
+    from .events import Event
 
 __all__ = ["Handler", "HandlerFunc", "Register", "StoredEvent"]
 
-HandlerFunc = Callable[[Any, "HandlerContext"], Any]
+# `handler(event, ctx)`; what it returns is ignored.
+HandlerFunc = Callable[["Event", "HandlerContext"], object]
 
 
 class Register(Protocol):
+    """What `register_handlers` is given: `register(event_type, handler, *, name=None)`."""
+
     def __call__(self, event_type: str, handler: HandlerFunc, *, name: str | None = None) -> None: ...
 
 
@@ -27,7 +31,7 @@ class Handler:
     event_type: str
     func: HandlerFunc
 
-    def __call__(self, event: Any, ctx: HandlerContext) -> Any:
+    def __call__(self, event: Event, ctx: HandlerContext) -> object:
         return self.func(event, ctx)
 
 

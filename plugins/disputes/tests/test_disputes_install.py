@@ -6,8 +6,7 @@ from importlib.metadata import distribution
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from payhook import migrations
-from payhook.plugins import PluginHost
+from payhook import PluginHost, migrations
 from payhook.testing import store_backends
 from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import distribution
 
-from payhook.plugins import PluginHost
+from payhook import PluginHost
 
 import payhook_notify
 

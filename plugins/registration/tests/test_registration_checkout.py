@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from payhook.models import utcnow
+from payhook import utcnow
 from payhook.testing import store_backends
 from registration_events import checkout_event, intent_event
 from registration_testkit import Conference

@@ -8,8 +8,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from payhook import migrations
-from payhook.plugins import PluginHost
+from payhook import PluginHost, migrations
 from payhook.testing import PayhookHarness, store_backends
 from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel

@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from payhook.models import utcnow
+from payhook import utcnow
 from payhook.testing import store_backends
 from registration_events import intent_event
 from registration_testkit import TENANT, Conference

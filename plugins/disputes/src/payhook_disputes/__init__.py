@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from payhook import hookimpl
+from payhook import PluginHost, Register, hookimpl
 
 from . import handlers, hookspecs
 
 
 @hookimpl
-def startup(host: Any) -> None:
+def startup(host: PluginHost) -> None:
     host.add_hookspecs(hookspecs)  # payhook ignores a repeat (an app started twice)
 
 
 @hookimpl
-def register_handlers(register: Any) -> None:
+def register_handlers(register: Register) -> None:
     register("charge.dispute.created", handlers.record_dispute)
     register("charge.dispute.updated", handlers.record_dispute)
     register("charge.dispute.closed", handlers.record_dispute)

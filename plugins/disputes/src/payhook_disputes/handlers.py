@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from payhook import HandlerContext
-from payhook.currency import from_minor_units
-from payhook.models import utcnow
+from payhook import Event, HandlerContext, from_minor_units, utcnow
 from sqlmodel import select
 
 from .models import CLOSED_STATUSES, Dispute
@@ -15,7 +13,7 @@ from .models import CLOSED_STATUSES, Dispute
 __all__ = ["record_dispute"]
 
 
-def record_dispute(event: Any, ctx: HandlerContext) -> None:
+def record_dispute(event: Event, ctx: HandlerContext) -> None:
     """Create or update the tenant's row for the dispute; `dispute_opened` fires on creation."""
     data: dict[str, Any] = event.data.object.to_dict()
     if ctx.newer_event_applied():

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from payhook import hookimpl
+from payhook import Register, hookimpl
 
 from .handler import notify
 
 
 @hookimpl
-def register_handlers(register: Any) -> None:
+def register_handlers(register: Register) -> None:
     # Every type: which ones to announce is per-tenant configuration, read when the run runs.
     register("*", notify)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from payhook import HandlerContext
+from payhook import Event, HandlerContext
 
 from . import delivery, messages, settings
 
 __all__ = ["notify"]
 
 
-def notify(event: Any, ctx: HandlerContext) -> None:
+def notify(event: Event, ctx: HandlerContext) -> None:
     """Post `{"text": ...}` to the tenant's URL; a failed post fails the run, to be retried."""
     config = settings.load(ctx.config)
     if config.wants(event.type):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from payhook.currency import UnknownCurrency, from_minor_units
+from payhook import UnknownCurrency, from_minor_units
 
 __all__ = ["describe"]
 

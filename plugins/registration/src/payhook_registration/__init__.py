@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from payhook import TenantConfig, hookimpl
+from payhook import PluginHost, Register, TenantConfig, hookimpl
 from sqlmodel import Session
 
 from . import checkout, hookspecs, lookup, payments, refunds
@@ -12,12 +10,12 @@ from .models import Order
 
 
 @hookimpl
-def startup(host: Any) -> None:
+def startup(host: PluginHost) -> None:
     host.add_hookspecs(hookspecs)  # payhook ignores a repeat (an app started twice)
 
 
 @hookimpl
-def register_handlers(register: Any) -> None:
+def register_handlers(register: Register) -> None:
     register("payment_intent.succeeded", payments.intent_succeeded)
     register("payment_intent.processing", payments.intent_processing)
     register("payment_intent.payment_failed", payments.intent_failed)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from payhook import HandlerContext, Skip
-from payhook.currency import from_minor_units
+from payhook import Event, HandlerContext, Skip, from_minor_units
 
 from . import states
 from .lookup import event_object, locate_order, require_currency
@@ -15,7 +12,7 @@ from .payments import record_success
 __all__ = ["session_completed", "session_expired"]
 
 
-def session_completed(event: Any, ctx: HandlerContext) -> None:
+def session_completed(event: Event, ctx: HandlerContext) -> None:
     """A paid session is a succeeded payment of its intent; unpaid ones wait for their money."""
     session = event_object(event)
     if session.get("payment_status") != "paid":
@@ -36,7 +33,7 @@ def session_completed(event: Any, ctx: HandlerContext) -> None:
     )
 
 
-def session_expired(event: Any, ctx: HandlerContext) -> None:
+def session_expired(event: Event, ctx: HandlerContext) -> None:
     """The attendee never paid: a still-pending order is cancelled and its hold released."""
     session = event_object(event)
     order = locate_order(ctx, session)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from payhook import GiveUp, HandlerContext, Skip, TenantConfig
+from payhook import Event, GiveUp, HandlerContext, Skip, TenantConfig
 from sqlmodel import Session, col, or_, select
 
 from .models import Order, Payment
@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-def event_object(event: Any) -> dict[str, Any]:
+def event_object(event: Event) -> dict[str, Any]:
     """The event's `data.object` as plain dicts (Stripe objects have no `.get`)."""
     return dict(event.data.object.to_dict())
 

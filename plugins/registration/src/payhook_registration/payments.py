@@ -5,8 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from payhook import GiveUp, HandlerContext, Skip
-from payhook.currency import from_minor_units
+from payhook import Event, GiveUp, HandlerContext, Skip, from_minor_units
 
 from . import states
 from .lookup import event_object, locate_order, payment_for, require_currency
@@ -17,7 +16,7 @@ __all__ = ["intent_failed", "intent_processing", "intent_succeeded", "record_suc
 _DONE = (PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED)
 
 
-def intent_succeeded(event: Any, ctx: HandlerContext) -> None:
+def intent_succeeded(event: Event, ctx: HandlerContext) -> None:
     """The intent's payment succeeded with `amount_received`; the order may now be paid."""
     intent = event_object(event)
     order = locate_order(ctx, intent)
@@ -32,12 +31,12 @@ def intent_succeeded(event: Any, ctx: HandlerContext) -> None:
     )
 
 
-def intent_processing(event: Any, ctx: HandlerContext) -> None:
+def intent_processing(event: Event, ctx: HandlerContext) -> None:
     """The payment is under way (bank debits take days); the order waits."""
     _progress(event, ctx, PaymentStatus.PROCESSING)
 
 
-def intent_failed(event: Any, ctx: HandlerContext) -> None:
+def intent_failed(event: Event, ctx: HandlerContext) -> None:
     """`payment_failed` and `canceled`: the payment failed; the order is left as it is."""
     _progress(event, ctx, PaymentStatus.FAILED)
 
@@ -85,7 +84,7 @@ def _settle(ctx: HandlerContext, order: Order, what: str) -> None:
     ctx.after_commit(ctx.hook.order_needs_attention, order=order, reason=reason)
 
 
-def _progress(event: Any, ctx: HandlerContext, status: PaymentStatus) -> None:
+def _progress(event: Event, ctx: HandlerContext, status: PaymentStatus) -> None:
     intent = event_object(event)
     order = locate_order(ctx, intent)
     require_currency(order, intent["currency"], intent["id"])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from payhook import GiveUp, HandlerContext, Skip
-from payhook.currency import from_minor_units, quantize
+from payhook import Event, GiveUp, HandlerContext, Skip, from_minor_units, quantize
 
 from . import states
 from .lookup import event_object, load_order, order_id_in, payment_for, require_currency
@@ -15,7 +14,7 @@ from .payments import record_success
 __all__ = ["charge_refunded"]
 
 
-def charge_refunded(event: Any, ctx: HandlerContext) -> None:
+def charge_refunded(event: Event, ctx: HandlerContext) -> None:
     """Record the charge's cumulative `amount_refunded`; full -> refunded, else partially.
 
     Stripe reports the running total, so replays and out-of-order deliveries cannot

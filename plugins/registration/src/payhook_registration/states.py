@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from payhook.models import utcnow
+from payhook import utcnow
 from sqlmodel import Session, select
 
 from .models import Order, OrderStatus, Payment, PaymentStatus

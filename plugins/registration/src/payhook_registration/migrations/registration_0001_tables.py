@@ -6,7 +6,7 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
-from payhook.models import UTCDateTime
+from payhook import UTCDateTime
 
 revision = "registration_0001"
 down_revision = None
