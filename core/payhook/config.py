@@ -23,6 +23,8 @@ __all__ = [
     "ConfigError",
     "DatabaseConfig",
     "IngestConfig",
+    "LoggingConfig",
+    "OperatorConfig",
     "ProcessingConfig",
     "RetryPolicy",
     "TenantConfig",
@@ -32,10 +34,15 @@ __all__ = [
 log = logging.getLogger("payhook.config")
 
 ProcessingMode = Literal["queued", "inline"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 # Tenants become URL path segments and log fields, so keep them boring.
 TENANT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED_SLUGS = frozenset({"healthz"})
+
+# An operator token guards replays: long enough that it cannot be guessed online.
+MIN_TOKEN_LENGTH = 16
 
 # Numeric settings must be greater than 0; a field with this metadata may also be 0.
 ZERO_ALLOWED: Mapping[str, Any] = {"minimum": 0}
@@ -44,8 +51,11 @@ ZERO_ALLOWED: Mapping[str, Any] = {"minimum": 0}
 class ConfigError(Exception):
     """The configuration is invalid; each line of the message is one problem."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], config: Config | None = None) -> None:
         self.problems = problems
+        # What could be read despite the problems, for tools that report every problem at
+        # once (`payhook config check` goes on to check the plugins); None if nothing could.
+        self.config = config
         super().__init__("\n".join(problems))
 
 
@@ -117,11 +127,30 @@ class TenantConfig:
 
 
 @dataclass(frozen=True)
+class OperatorConfig:
+    """`[operator]`: the status page and metrics app that `payhook serve` also serves."""
+
+    host: str = "127.0.0.1"
+    port: int = 9300
+    # Guards every page and action. None only in a config loaded with require_secrets=False.
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: LogFormat = "text"
+    level: LogLevel = "info"
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    # None when the file has no [operator] table: nothing extra is served.
+    operator: OperatorConfig | None = None
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<config>"
 
     def mode_for(self, tenant: TenantConfig) -> ProcessingMode:
@@ -135,17 +164,31 @@ class Config:
         source: str = "<config>",
         base_dir: Path | None = None,
         environ: Mapping[str, str] | None = None,
+        require_secrets: bool = True,
     ) -> Config:
-        """Build a validated config from parsed TOML (or an equivalent dict)."""
-        parser = _Parser(source, os.environ if environ is None else environ, base_dir)
+        """Build a validated config from parsed TOML (or an equivalent dict).
+
+        With `require_secrets=False` an unset `{ "$env" = ... }` is not a problem: the value
+        is left out (a secret) or None (a plugin setting, the operator token). For commands
+        that never verify a signature, run on hosts that do not hold the secrets.
+        """
+        parser = _Parser(source, os.environ if environ is None else environ, base_dir, require_secrets)
         config = parser.parse(data)
         if parser.problems:
-            raise ConfigError(parser.problems)
+            raise ConfigError(parser.problems, config)
         return config
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a TOML file; raises ConfigError naming the file and key."""
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_secrets: bool = True,
+) -> Config:
+    """Read and validate a TOML file; raises ConfigError naming the file and key.
+
+    `require_secrets=False`: see `Config.from_mapping`.
+    """
     file = Path(path)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -153,7 +196,9 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError([f"{file}: file not found; pass --config with an existing file"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: not valid TOML ({exc})"]) from None
-    return Config.from_mapping(data, source=str(file), base_dir=file.parent, environ=environ)
+    return Config.from_mapping(
+        data, source=str(file), base_dir=file.parent, environ=environ, require_secrets=require_secrets
+    )
 
 
 @dataclass(frozen=True)
@@ -213,10 +258,13 @@ def _is_env_reference(value: Any) -> bool:
 
 
 class _Parser:
-    def __init__(self, source: str, environ: Mapping[str, str], base_dir: Path | None) -> None:
+    def __init__(
+        self, source: str, environ: Mapping[str, str], base_dir: Path | None, require_secrets: bool = True
+    ) -> None:
         self.source = source
         self.environ = environ
         self.base_dir = base_dir
+        self.require_secrets = require_secrets
         self.problems: list[str] = []
 
     def problem(self, key: str, message: str) -> None:
@@ -278,6 +326,8 @@ class _Parser:
             ingest=self.ingest(root.get("ingest", {})),
             processing=self.processing(root.get("processing", {})),
             tenants=self.tenants(root.get("tenants", {})),
+            operator=self.operator(root["operator"]) if "operator" in root else None,
+            logging=self.logging(root.get("logging", {})),
             source=self.source,
         )
 
@@ -301,6 +351,42 @@ class _Parser:
     def ingest(self, data: Any) -> IngestConfig:
         table = self.table(data, "ingest", frozenset(_settings(IngestConfig)))
         return IngestConfig(**self.settings(IngestConfig, table, "ingest"))
+
+    def operator(self, data: Any) -> OperatorConfig:
+        table = self.table(data, "operator", frozenset(_settings(OperatorConfig)))
+        scalars = {name: value for name, value in table.items() if name != "token"}
+        config = OperatorConfig(**self.settings(OperatorConfig, scalars, "operator"))
+        if config.port > 65535:
+            self.problem("operator.port", f"must be a TCP port (1-65535), got {config.port}")
+        if "token" not in table:
+            self.problem("operator.token", 'missing; set token = { "$env" = "PAYHOOK_OPERATOR_TOKEN" }')
+            return config
+        token = self.token(table["token"], "operator.token")
+        return replace(config, token=token)
+
+    def token(self, item: Any, key: str) -> str | None:
+        """The operator token: like a signing secret, and long enough not to be guessed."""
+        if not isinstance(item, str) and not _is_env_reference(item):
+            self.problem(key, 'must be a string or { "$env" = "NAME" }')
+            return None
+        token: str | None = self.resolve_env(item, key)
+        if token is None:
+            return None
+        if token != token.strip() or not token.strip():
+            self.problem(key, "is blank or has leading or trailing whitespace (a newline?); remove it")
+            return None
+        if len(token) < MIN_TOKEN_LENGTH:
+            self.problem(
+                key,
+                f"is shorter than {MIN_TOKEN_LENGTH} characters; use a random one, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            )
+            return None
+        return token
+
+    def logging(self, data: Any) -> LoggingConfig:
+        table = self.table(data, "logging", frozenset(_settings(LoggingConfig)))
+        return LoggingConfig(**self.settings(LoggingConfig, table, "logging"))
 
     def retry(self, table: Mapping[str, Any], prefix: str, default: RetryPolicy) -> RetryPolicy:
         policy = replace(default, **self.settings(RetryPolicy, table, prefix))
@@ -382,7 +468,8 @@ class _Parser:
             name = value["$env"]
             resolved = self.environ.get(name, "")
             if not resolved:
-                self.problem(key, f"environment variable {name} is not set or empty; export it")
+                if self.require_secrets:
+                    self.problem(key, f"environment variable {name} is not set or empty; export it")
                 return None
             return resolved
         if isinstance(value, Mapping):
