@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from payhook import GiveUp, HandlerContext, RetryLater, Skip, hookimpl
 from payhook.models import HandlerRun, utcnow
-from payhook.testing import PayhookHarness, store_backends, wait_until
+from payhook.testing import PayhookHarness, Run, store_backends, wait_until
 from sqlalchemy import text, update
 from sqlmodel import Session
 
@@ -28,7 +28,7 @@ def setup(make_payhook: Any, plugin: RecordingPlugin, **options: Any) -> Payhook
     return harness
 
 
-def run_of(harness: PayhookHarness, handler: str) -> HandlerRun:
+def run_of(harness: PayhookHarness, handler: str) -> Run:
     [run] = [run for run in harness.runs() if run.handler == handler]
     return run
 
@@ -74,7 +74,7 @@ def test_backoff_grows_and_is_capped(make_payhook: Any, stripe_event: Any) -> No
     harness.deliver(stripe_event("payment_intent.succeeded"))
     delays = []
     for _ in range(4):
-        harness.process(include_scheduled=True, limit=1)  # one attempt at a time
+        harness.process(include_scheduled=True, rounds=1)  # one attempt at a time
         run = run_of(harness, "apply")
         assert run.next_attempt_at and run.finished_at
         delays.append((run.next_attempt_at - run.finished_at).total_seconds())
@@ -148,9 +148,8 @@ def test_redelivery_rearms_dead_runs(make_payhook: Any, stripe_event: Any) -> No
     plugin.fail("apply", lambda n: RuntimeError("dependency down") if n <= 2 else None)
     harness = setup(make_payhook, plugin, processing={"max_attempts": 2})
     event = stripe_event("payment_intent.succeeded")
-    harness.deliver(event)
-    harness.process(include_scheduled=True)
-    assert run_of(harness, "apply").status == "dead"
+    [run] = harness.send(event, include_scheduled=True)
+    assert run.status == "dead"
 
     response = harness.deliver(event)
     assert response.json() == {"status": "duplicate", "event": event["id"], "rearmed": 1}
@@ -350,9 +349,7 @@ def test_retry_later_still_respects_max_attempts(make_payhook: Any, stripe_event
     plugin = RecordingPlugin("rec")
     plugin.fail("apply", lambda n: RetryLater("not yet", delay=1))
     harness = setup(make_payhook, plugin, processing={"max_attempts": 3})
-    harness.deliver(stripe_event("payment_intent.succeeded"))
-    harness.process(include_scheduled=True)
-    run = run_of(harness, "apply")
+    [run] = harness.send(stripe_event("payment_intent.succeeded"), include_scheduled=True)
     assert (run.status, run.attempts) == ("dead", 3)
 
 
@@ -390,9 +387,8 @@ def test_per_plugin_retry_overrides(make_payhook: Any, stripe_event: Any) -> Non
         processing={"max_attempts": 3, "plugins": {"strict": {"max_attempts": 1}}},
     )
     create_effect_table(harness.store.engine)
-    harness.deliver(stripe_event("payment_intent.succeeded"))
-    harness.process(include_scheduled=True)
-    assert sorted((run.plugin, run.status, run.attempts) for run in harness.runs()) == [
+    runs = harness.send(stripe_event("payment_intent.succeeded"), include_scheduled=True)
+    assert sorted((run.plugin, run.status, run.attempts) for run in runs) == [
         ("lenient", "dead", 3),
         ("strict", "dead", 1),
     ]

@@ -2,37 +2,47 @@
 
 Enable it in a `conftest.py` with ``pytest_plugins = ["payhook.testing"]``. It gives:
 
+* ``make_payhook`` (a `MakePayhook`): an app with a real store, chosen plugins and tenants,
+  returned as a `PayhookHarness` whose client signs deliveries the way Stripe does;
 * ``stripe_event``: real Stripe payloads (shipped with payhook), each with a fresh id;
-* ``make_payhook``: an app with a real store, chosen plugins and tenants, and a client
-  that signs deliveries the way Stripe does;
 * ``payhook_database_url``: a fresh SQLite file, or a fresh PostgreSQL database when the
   test is parametrised with ``"postgresql"`` (see ``store_backends``);
-* ``stripe_api``: a respx router for ``https://api.stripe.com``.
+* ``stripe_api``: a respx router for ``https://api.stripe.com``;
+
+and, to call from tests, ``assert_migrations_match(plugin)``, ``wait_until(condition)`` and
+``fresh_event_id()``. What the harness reads back from the store comes as frozen dataclasses
+(`Run`, `FailedAttempt`), never as the store's own rows.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col
 from sqlmodel import select as sm_select
 
+from . import migrations
 from .app import PayhookApp, create_app
 from .config import Config
 from .models import Event, HandlerRun, RunFailure
+from .plugins import ENTRY_POINT_GROUP
 from .processing import RunOutcome
 from .replay import ReplaySelection, replay
+from .runs import ClaimedRun
 from .samples import FIXTURES, fresh_event_id, load_event
 from .store import Store
 from .verification import sign
@@ -41,11 +51,18 @@ __all__ = [
     "FIXTURES",
     "POSTGRES_URL_ENV",
     "REQUIRE_POSTGRES_ENV",
+    "ClaimedRun",
+    "FailedAttempt",
+    "MakePayhook",
     "PayhookHarness",
+    "Run",
+    "RunOutcome",
+    "assert_migrations_match",
     "fresh_event_id",
     "load_event",
     "postgres_database",
     "signed_headers",
+    "store_backends",
     "wait_until",
 ]
 
@@ -53,6 +70,10 @@ POSTGRES_URL_ENV = "PAYHOOK_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_ENV = "PAYHOOK_REQUIRE_POSTGRES"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEST_SECRET = "whsec_payhook_test_secret"
+# `process()` stops after this many rounds even if runs keep coming due (a handler that
+# always asks to be retried at once would otherwise never let the test end).
+MAX_ROUNDS = 100
+ROUND_SIZE = 1000
 
 
 def wait_until(
@@ -78,6 +99,71 @@ def encode(event: Mapping[str, Any] | bytes) -> bytes:
     return event if isinstance(event, bytes) else json.dumps(event).encode()
 
 
+# -- what the store holds, as tests see it ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One handler run (a row of `payhook_handler_run`), with its event's id and tenant.
+
+    `status` is `pending`, `running`, `succeeded`, `skipped`, `failed` or `dead`;
+    `last_error` says why a run failed, died or was skipped.
+    """
+
+    id: int
+    event_id: int
+    stripe_event_id: str
+    tenant: str
+    plugin: str
+    handler: str
+    status: str
+    attempts: int
+    attempt_base: int
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_token: str | None
+    lease_expires_at: datetime | None
+    last_error_type: str | None
+    last_error: str | None
+    last_traceback: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: float | None
+    replay_count: int
+    replayed_at: datetime | None
+    replayed_by: str | None
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One failed attempt of a run (a row of `payhook_run_failure`)."""
+
+    id: int
+    run_id: int
+    attempt: int
+    error_type: str
+    message: str
+    traceback: str
+    failed_at: datetime
+
+
+_RUN_COLUMNS = [item.name for item in fields(Run) if item.name not in ("stripe_event_id", "tenant")]
+_FAILURE_COLUMNS = [item.name for item in fields(FailedAttempt)]
+_RUN = HandlerRun.__table__  # type: ignore[attr-defined]
+_EVENT = Event.__table__  # type: ignore[attr-defined]
+_FAILURE = RunFailure.__table__  # type: ignore[attr-defined]
+
+
+class Response(Protocol):
+    """What `deliver` returns: the test client's answer (an httpx.Response)."""
+
+    status_code: int
+    text: str
+
+    def json(self) -> Any: ...
+
+
 @dataclass
 class PayhookHarness:
     """An app over a real store, a client for it, and handles on what it stored."""
@@ -96,6 +182,8 @@ class PayhookHarness:
     def config(self) -> Config:
         return self.app.payhook.config
 
+    # -- delivering and processing -------------------------------------------------------
+
     def deliver(
         self,
         event: Mapping[str, Any] | bytes,
@@ -104,25 +192,53 @@ class PayhookHarness:
         secret: str | None = None,
         timestamp: int | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        """POST `event` to the tenant's endpoint, signed like Stripe signs it."""
+    ) -> Response:
+        """POST `event` to the tenant's endpoint, signed like Stripe signs it.
+
+        The answer's ``.json()["status"]`` is ``accepted``, ``duplicate`` or ``ignored``.
+        """
         body = encode(event)
         all_headers = signed_headers(body, secret or self.secret, timestamp)
         all_headers.update(headers or {})
-        return self.client.post(f"/{tenant or self.tenant}", content=body, headers=all_headers)
+        response: Response = self.client.post(f"/{tenant or self.tenant}", content=body, headers=all_headers)
+        return response
 
-    def process(self, *, include_scheduled: bool = False, limit: int = 100) -> list[RunOutcome]:
-        """Run every due handler run now, in this thread; returns their outcomes.
+    def send(
+        self,
+        event: Mapping[str, Any],
+        *,
+        tenant: str | None = None,
+        expect: str | None = "accepted",
+        include_scheduled: bool = False,
+    ) -> list[Run]:
+        """Deliver `event`, process what is due, and return the event's runs.
 
-        `include_scheduled` also runs retries whose backoff has not elapsed yet; `limit`
-        bounds the rounds of claiming (``limit=1`` with it makes exactly one more attempt).
+        Fails the test unless payhook answered 200 with the status `expect` (``accepted``
+        by default; ``duplicate``, ``ignored``, or None for any). The runs are the
+        event's, for this tenant, oldest first: ``[run] = harness.send(event)``.
+        """
+        response = self.deliver(event, tenant=tenant)
+        assert response.status_code == 200, f"payhook answered {response.status_code}: {response.text}"
+        status = response.json()["status"]
+        assert expect is None or status == expect, f"expected {expect!r}, payhook answered {status!r}"
+        self.process(include_scheduled=include_scheduled)
+        return self.runs(event["id"], tenant=tenant or self.tenant)
+
+    def process(self, *, include_scheduled: bool = False, rounds: int | None = None) -> list[RunOutcome]:
+        """Run due handler runs now, in this thread; returns their outcomes, in order.
+
+        A round runs every run that is due once. Rounds repeat until nothing is due, or
+        `rounds` times. `include_scheduled` makes retries due before each round, whatever
+        their backoff: ``process(include_scheduled=True)`` retries failing runs until
+        they succeed or are dead, ``process(include_scheduled=True, rounds=1)`` gives each
+        exactly one more attempt.
         """
         processor = self.app.payhook.processor
         outcomes: list[RunOutcome] = []
-        for _ in range(limit):
+        for _ in range(MAX_ROUNDS if rounds is None else rounds):
             if include_scheduled:
                 self.make_retries_due()
-            claimed = processor.claim(50)
+            claimed = processor.claim(ROUND_SIZE)
             if not claimed:
                 break
             outcomes.extend(processor.execute(run) for run in claimed)
@@ -141,36 +257,92 @@ class PayhookHarness:
             only_failed=False,
         )
         processor = self.app.payhook.processor
-        event_ids = {run.event_id for run in self.runs() if run.id in set(result.run_ids)}
+        replayed = set(result.run_ids)
+        event_ids = sorted({run.event_id for run in self.runs() if run.id in replayed})
         return [processor.execute(run) for event_id in event_ids for run in processor.claim(100, event_id)]
+
+    def claim(self, stripe_event_id: str, *, tenant: str | None = None) -> list[ClaimedRun]:
+        """Claim the event's waiting runs, as a worker would, without running them yet.
+
+        With `execute`, for tests that decide when (and in which thread) each run runs.
+        """
+        event_ids = sorted({run.event_id for run in self.runs(stripe_event_id, tenant=tenant)})
+        processor = self.app.payhook.processor
+        return [run for event_id in event_ids for run in processor.claim(100, event_id)]
+
+    def execute(self, run: ClaimedRun) -> RunOutcome:
+        """Execute a run `claim` returned (this harness's app may claim another's runs)."""
+        return self.app.payhook.processor.execute(run)
 
     def make_retries_due(self) -> None:
         with self.store.transaction() as conn:
             self.app.payhook.runs.retry_now(conn)
 
+    # -- reading the store ---------------------------------------------------------------
+
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A session of its own on the store, for reading (and writing) plugin tables."""
         with Session(self.store.engine) as session:
             yield session
 
     def events(self) -> list[Event]:
+        """Stored events (`payhook_event` rows, detached), oldest first."""
         with self.session() as session:
             return list(session.exec(sm_select(Event).order_by(col(Event.id))))
 
-    def runs(self, stripe_event_id: str | None = None) -> list[HandlerRun]:
-        query = sm_select(HandlerRun).order_by(col(HandlerRun.id))
+    def runs(self, stripe_event_id: str | None = None, *, tenant: str | None = None) -> list[Run]:
+        """Handler runs, oldest first: every run, or one event's (of `tenant`, if given)."""
+        query = select(*(_RUN.c[name] for name in _RUN_COLUMNS), _EVENT.c.stripe_event_id, _EVENT.c.tenant)
+        query = query.join(_EVENT, _EVENT.c.id == _RUN.c.event_id).order_by(_RUN.c.id)
         if stripe_event_id is not None:
-            query = query.join(Event).where(Event.stripe_event_id == stripe_event_id)
-        with self.session() as session:
-            return list(session.exec(query))
+            query = query.where(_EVENT.c.stripe_event_id == stripe_event_id)
+        if tenant is not None:
+            query = query.where(_EVENT.c.tenant == tenant)
+        with self.store.engine.connect() as conn:
+            return [Run(**row._asdict()) for row in conn.execute(query)]
 
-    def failures(self) -> list[RunFailure]:
-        with self.session() as session:
-            return list(session.exec(sm_select(RunFailure).order_by(col(RunFailure.id))))
+    def failures(self, stripe_event_id: str | None = None) -> list[FailedAttempt]:
+        """Failed attempts, oldest first: all of them, or those of one event's runs."""
+        query = select(*(_FAILURE.c[name] for name in _FAILURE_COLUMNS)).order_by(_FAILURE.c.id)
+        if stripe_event_id is not None:
+            query = (
+                query.join(_RUN, _RUN.c.id == _FAILURE.c.run_id)
+                .join(_EVENT, _EVENT.c.id == _RUN.c.event_id)
+                .where(_EVENT.c.stripe_event_id == stripe_event_id)
+            )
+        with self.store.engine.connect() as conn:
+            return [FailedAttempt(**row._asdict()) for row in conn.execute(query)]
 
     def close(self) -> None:
         while self._closers:
             self._closers.pop()()
+
+
+class MakePayhook(Protocol):
+    """The ``make_payhook`` fixture: ``make_payhook({"badges": payhook_badges})``.
+
+    `plugins` maps plugin names to plugin objects (a module, or an instance with
+    `@hookimpl` methods). Without `tenants`, one tenant ``"test"`` enables all of them;
+    `tenants` maps slugs to tenant tables as in the TOML file (``{"plugins": [...],
+    "plugin_config": {...}}``; secrets are filled in). `processing`, `ingest` and
+    `database` are those sections. `discover=True` loads the installed plugins instead of
+    `plugins`. A configuration payhook refuses raises `payhook.ConfigError`, as it would
+    at start. The worker does not run by itself: call ``harness.process()`` (or pass
+    ``processing={"worker": True}``).
+    """
+
+    def __call__(
+        self,
+        plugins: Mapping[str, object] | None = None,
+        *,
+        tenants: Mapping[str, Mapping[str, Any]] | None = None,
+        processing: Mapping[str, Any] | None = None,
+        ingest: Mapping[str, Any] | None = None,
+        database: Mapping[str, Any] | None = None,
+        secret: str = TEST_SECRET,
+        discover: bool = False,
+    ) -> PayhookHarness: ...
 
 
 def build_config(
@@ -245,6 +417,91 @@ def _postgres_available() -> str | None:
     return _postgres_status[url]
 
 
+# -- migrations -------------------------------------------------------------------------
+
+
+def assert_migrations_match(plugin: str, database_url: str | None = None) -> None:
+    """Fail unless the plugin's Alembic branch creates exactly the tables of its models.
+
+    Migrates an empty database (`database_url`, or a throwaway SQLite file) with the core's
+    branch and every installed plugin's, as `payhook db upgrade` does, then compares the
+    tables named ``<plugin>_...`` with the SQLModel tables of those names, using alembic's
+    `compare_metadata`: tables, columns, types, nullability, indexes, unique constraints.
+    The plugin must be installed (its `payhook` and `payhook.migrations` entry points), its
+    branch labelled with its name, and its models imported by its package.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlmodel import SQLModel
+
+    prefix = plugin.replace("-", "_") + "_"
+    _load_entry_point(ENTRY_POINT_GROUP, plugin)  # imports the package, and with it its models
+    _load_entry_point(migrations.MIGRATIONS_ENTRY_POINTS, plugin)
+    if not any(name.startswith(prefix) for name in SQLModel.metadata.tables):
+        pytest.fail(
+            f"no SQLModel table is named {prefix}...: name plugin {plugin!r}'s tables so, and "
+            "import its models from its package",
+            pytrace=False,
+        )
+
+    def is_the_plugins(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+        table = name if kind == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return bool(table and table != migrations.VERSION_TABLE and table.startswith(prefix))
+
+    with _empty_database(database_url) as url:
+        engine = create_engine(url)
+        try:
+            migrations.upgrade(engine)
+            locations = migrations.plugin_version_locations()
+            script = ScriptDirectory.from_config(migrations.alembic_config(engine, locations))
+            try:
+                branch_heads = {revision.revision for revision in script.get_revisions(f"{plugin}@head")}
+            except Exception as exc:  # alembic raises several kinds for an unknown label
+                pytest.fail(
+                    f"no Alembic branch labelled {plugin!r} ({exc}); give the first revision "
+                    f"branch_labels = ({plugin!r},)",
+                    pytrace=False,
+                )
+            with engine.connect() as conn:
+                applied = set(MigrationContext.configure(conn, opts=_VERSION_OPTS).get_current_heads())
+                context = MigrationContext.configure(
+                    conn, opts={"compare_type": True, "include_object": is_the_plugins}
+                )
+                drift = compare_metadata(context, SQLModel.metadata)
+        finally:
+            engine.dispose()
+    assert branch_heads <= applied, (
+        f"{plugin}'s head {sorted(branch_heads)} was not applied: {sorted(applied)}"
+    )
+    # alembic names each difference as the change the database would need: add_* is in the
+    # models only, remove_* in the migrations only, modify_* differs between the two.
+    assert drift == [], f"plugin {plugin!r}: its migrations and its models differ: {drift}"
+
+
+_VERSION_OPTS = {"version_table": migrations.VERSION_TABLE}
+
+
+def _load_entry_point(group: str, name: str) -> Any:
+    found = entry_points(group=group, name=name)
+    if not found:
+        pytest.fail(
+            f"no {group!r} entry point named {name!r}: is the plugin installed "
+            "(pip install -e .) and does its pyproject.toml declare it?",
+            pytrace=False,
+        )
+    return next(iter(found)).load()
+
+
+@contextmanager
+def _empty_database(url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="payhook-migrations-") as folder:
+        yield f"sqlite:///{Path(folder) / 'payhook.db'}"
+
+
 # -- pytest fixtures ---------------------------------------------------------------------
 
 store_backends = pytest.mark.parametrize("payhook_backend", ["sqlite", "postgresql"], indirect=True)
@@ -279,12 +536,8 @@ def stripe_event() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def make_payhook(payhook_database_url: str) -> Iterator[Callable[..., PayhookHarness]]:
-    """Factory: ``make_payhook(plugins={"name": plugin}, tenants={...}, processing={...})``.
-
-    The worker does not run by itself; call ``harness.process()`` to run due handlers.
-    Pass ``processing={"worker": True}`` to start the in-process worker instead.
-    """
+def make_payhook(payhook_database_url: str) -> Iterator[MakePayhook]:
+    """Factory of apps over a fresh, migrated store: see `MakePayhook` for its arguments."""
     import warnings
 
     with warnings.catch_warnings():

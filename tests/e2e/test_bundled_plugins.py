@@ -3,14 +3,14 @@ through their entry points, enabled per tenant, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
 import respx
-from payhook.testing import PayhookHarness, load_event, store_backends
+from payhook.testing import MakePayhook, PayhookHarness, load_event, store_backends
 from sqlmodel import col, select
 
 BUNDLED = {"registration", "disputes", "notify"}
@@ -46,7 +46,7 @@ def chat() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-def payhook(make_payhook: Callable[..., PayhookHarness]) -> PayhookHarness:
+def payhook(make_payhook: MakePayhook) -> PayhookHarness:
     return make_payhook(tenants=TENANTS, discover=True)
 
 
@@ -58,13 +58,6 @@ def create_order(harness: PayhookHarness, tenant: str, reference: str, total: st
         session.commit()
         assert order.id is not None
         return order.id
-
-
-def deliver(harness: PayhookHarness, event: dict[str, Any], tenant: str) -> str:
-    response = harness.deliver(event, tenant=tenant)
-    assert response.status_code == 200, response.text
-    harness.process()
-    return str(response.json()["status"])
 
 
 def succeeded(order_id: int, intent: str, charge: str) -> dict[str, Any]:
@@ -96,10 +89,10 @@ def test_a_conference_order_is_paid_disputed_linked_and_announced(
     posted = chat.post(CHAT).respond(200)
     order_id = create_order(payhook, "pycon", "PYCON-1")
 
-    assert deliver(payhook, succeeded(order_id, "pi_pycon_1", "ch_pycon_1"), "pycon") == "accepted"
+    payhook.send(succeeded(order_id, "pi_pycon_1", "ch_pycon_1"), tenant="pycon")
     assert not posted.called  # payment_intent.succeeded is not in the tenant's notify list
 
-    assert deliver(payhook, dispute("ch_pycon_1", "dp_pycon_1"), "pycon") == "accepted"
+    payhook.send(dispute("ch_pycon_1", "dp_pycon_1"), tenant="pycon")
     with payhook.session() as session:
         order = session.get(Order, order_id)
         [row] = session.exec(select(Dispute))
@@ -116,16 +109,16 @@ def test_plugins_run_only_for_tenants_that_enable_them(
     from payhook_disputes.models import Dispute
 
     order_id = create_order(payhook, "djangocon", "DJANGO-1")
-    deliver(payhook, succeeded(order_id, "pi_django_1", "ch_django_1"), "djangocon")
+    payhook.send(succeeded(order_id, "pi_django_1", "ch_django_1"), tenant="djangocon")
 
     # djangocon has no disputes plugin: the event is stored and ignored.
-    assert deliver(payhook, dispute("ch_django_1", "dp_a"), "djangocon") == "ignored"
+    assert payhook.send(dispute("ch_django_1", "dp_a"), tenant="djangocon", expect="ignored") == []
     # The shop runs disputes, and registration is installed but not enabled for it: its
     # answer to `order_for_charge` is not asked, so the dispute stays unlinked...
-    assert deliver(payhook, dispute("ch_django_1", "dp_b"), "shop") == "accepted"
+    payhook.send(dispute("ch_django_1", "dp_b"), tenant="shop")
     # ...and pycon's registration only knows pycon's orders.
     chat.post(CHAT).respond(200)
-    assert deliver(payhook, dispute("ch_django_1", "dp_c"), "pycon") == "accepted"
+    payhook.send(dispute("ch_django_1", "dp_c"), tenant="pycon")
 
     with payhook.session() as session:
         rows = {row.stripe_dispute_id: row for row in session.exec(select(Dispute))}
@@ -145,8 +138,7 @@ def test_a_failing_notification_is_retried_without_rerunning_registration(
     event = load_event("payment_intent.payment_failed", data__object__metadata={"order_id": str(order_id)})
     event["data"]["object"]["id"] = "pi_declined"
 
-    deliver(payhook, event, "pycon")
-    statuses = {run.plugin: run.status for run in payhook.runs(event["id"])}
+    statuses = {run.plugin: run.status for run in payhook.send(event, tenant="pycon")}
     assert statuses == {"registration": "succeeded", "notify": "failed"}
 
     payhook.process(include_scheduled=True)

@@ -11,13 +11,13 @@ from disputes_testkit import TENANT, DisputeListener, OrderBook, Shop
 import payhook_disputes
 
 if TYPE_CHECKING:
-    from payhook.testing import PayhookHarness
+    from payhook.testing import MakePayhook
 
 pytest_plugins = ["payhook.testing"]
 
 
 @pytest.fixture
-def make_shop(make_payhook: Callable[..., PayhookHarness]) -> Callable[..., Shop]:
+def make_shop(make_payhook: MakePayhook) -> Callable[..., Shop]:
     """`make_shop(with_orders=True)` also enables a plugin that knows the shop's orders."""
 
     def factory(with_orders: bool = False) -> Shop:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import distribution
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from payhook import PluginHost, migrations
-from payhook.testing import store_backends
-from sqlalchemy import create_engine, text
-from sqlmodel import SQLModel
+from payhook import PluginHost
+from payhook.testing import assert_migrations_match, store_backends
 
 import payhook_disputes
 
@@ -40,14 +36,4 @@ def test_its_hooks_are_declared_at_startup_however_often_it_runs() -> None:
 
 @store_backends
 def test_the_migration_creates_exactly_the_models_table(payhook_database_url: str) -> None:
-    engine = create_engine(payhook_database_url)
-    try:
-        migrations.upgrade(engine)
-        with engine.connect() as conn:
-            heads = set(conn.execute(text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalars())
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            drift = [d for d in compare_metadata(context, SQLModel.metadata) if "disputes_" in str(d)]
-    finally:
-        engine.dispose()
-    assert "disputes_0001" in heads
-    assert drift == []
+    assert_migrations_match("disputes", payhook_database_url)

@@ -12,7 +12,7 @@ from notify_testkit import HOOK_URL, TENANT
 import payhook_notify
 
 if TYPE_CHECKING:
-    from payhook.testing import PayhookHarness
+    from payhook.testing import MakePayhook, PayhookHarness
 
 pytest_plugins = ["payhook.testing"]
 
@@ -25,7 +25,7 @@ def chat() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-def make_notifier(make_payhook: Callable[..., PayhookHarness]) -> Callable[..., PayhookHarness]:
+def make_notifier(make_payhook: MakePayhook) -> Callable[..., PayhookHarness]:
     def factory(**settings: Any) -> PayhookHarness:
         config = {"url": HOOK_URL, **settings}
         return make_payhook(

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from notify_testkit import HOOK_URL, TENANT, run_status
+from notify_testkit import HOOK_URL, TENANT
 from payhook import ConfigError
 from payhook.testing import PayhookHarness, store_backends
 
@@ -31,7 +31,8 @@ def test_a_listed_event_is_posted_as_slack_text(
     harness = make_notifier(events=["charge.dispute.created"])
     event = stripe_event("charge.dispute.created")
 
-    assert run_status(harness, event) == "succeeded"
+    [run] = harness.send(event)
+    assert run.status == "succeeded"
     assert posted_text(route) == (
         f"[{TENANT}] Dispute opened: 1.00 USD on ch_000000000000000000000000, reason fraudulent, "
         f"status warning_needs_response, evidence due 2022-04-04 ({event['id']})"
@@ -49,7 +50,8 @@ def test_a_failed_payment_names_amount_reason_and_order(
         data__object__currency="jpy",
     )
 
-    assert run_status(harness, event) == "succeeded"
+    [run] = harness.send(event)
+    assert run.status == "succeeded"
     assert posted_text(route) == (
         f"[{TENANT}] Payment failed: 2000 JPY (pi_000000000000000000000000): "
         f"Your card was declined. [order 7] ({event['id']})"
@@ -60,7 +62,8 @@ def test_unlisted_events_post_nothing(
     make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
 ) -> None:
     harness = make_notifier(events=["charge.dispute.*"])
-    assert run_status(harness, stripe_event("payment_intent.succeeded")) == "succeeded"
+    [run] = harness.send(stripe_event("payment_intent.succeeded"))
+    assert run.status == "succeeded"
     assert not chat.calls
 
 
@@ -71,7 +74,7 @@ def test_patterns_match_event_families(
     harness = make_notifier(events=["charge.dispute.*"])
     event = stripe_event("charge.dispute.created", type="charge.dispute.closed", data__object__status="lost")
 
-    run_status(harness, event)
+    harness.send(event)
     assert posted_text(route).startswith(f"[{TENANT}] Dispute closed: 1.00 USD on ch_")
 
 
@@ -82,8 +85,8 @@ def test_an_error_answer_fails_the_run_and_the_retry_posts_again(
     harness = make_notifier(events=["charge.refunded"])
     event = stripe_event("charge.refunded.full")
 
-    assert run_status(harness, event) == "failed"
-    [run] = harness.runs(event["id"])
+    [run] = harness.send(event)
+    assert run.status == "failed"
     assert run.last_error == "hooks.slack.test answered 500"
     assert "not-a-real-secret" not in (run.last_error or "") + (run.last_traceback or "")
 
@@ -104,8 +107,8 @@ def test_a_timeout_fails_the_run(
     harness = make_notifier(events=["charge.dispute.created"], timeout=2.5)
     event = stripe_event("charge.dispute.created")
 
-    assert run_status(harness, event) == "failed"
-    [run] = harness.runs(event["id"])
+    [run] = harness.send(event)
+    assert run.status == "failed"
     assert run.last_error == "hooks.slack.test did not answer within 2.5 s"
     assert route.calls.last.request.extensions["timeout"] == {
         "connect": 2.5,
@@ -121,10 +124,9 @@ def test_a_redelivered_event_is_not_posted_twice(
     route = chat.post(HOOK_URL).respond(200)
     harness = make_notifier(events=["charge.dispute.created"])
     event = stripe_event("charge.dispute.created")
-    run_status(harness, event)
+    harness.send(event)
 
-    assert harness.deliver(event).json()["status"] == "duplicate"
-    harness.process()
+    harness.send(event, expect="duplicate")
     assert route.call_count == 1
 
 
@@ -140,7 +142,8 @@ def test_the_url_can_come_from_the_environment(
 
     # payhook's configuration resolved it; the plugin sees the URL itself.
     assert harness.config.tenants[TENANT].config_for("notify")["url"] == "https://chat.example.test/hook"
-    assert run_status(harness, stripe_event("charge.dispute.created")) == "succeeded"
+    [run] = harness.send(stripe_event("charge.dispute.created"))
+    assert run.status == "succeeded"
     assert route.called
 
 
@@ -179,7 +182,7 @@ def test_a_configuration_mistake_is_dead_with_what_to_fix(
 ) -> None:
     harness = make_notifier(**settings)
     event = stripe_event("charge.dispute.created")
-    assert run_status(harness, event) == "dead"
-    [run] = harness.runs(event["id"])
+    [run] = harness.send(event)
+    assert run.status == "dead"
     assert error in (run.last_error or "")
     assert not chat.calls

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,13 +10,13 @@ from registration_testkit import OTHER, TENANT, Conference, HookRecorder
 import payhook_registration
 
 if TYPE_CHECKING:
-    from payhook.testing import PayhookHarness
+    from payhook.testing import MakePayhook
 
 pytest_plugins = ["payhook.testing"]
 
 
 @pytest.fixture
-def conference(make_payhook: Callable[..., PayhookHarness]) -> Conference:
+def conference(make_payhook: MakePayhook) -> Conference:
     hooks = HookRecorder()
     harness = make_payhook(
         {"registration": payhook_registration, "recorder": hooks},

@@ -74,11 +74,7 @@ class Conference:
 
     def send(self, event: dict[str, Any], *, tenant: str = TENANT, expect: str = "accepted") -> str:
         """Deliver over signed HTTP, run the handlers, and return the run's status."""
-        response = self.harness.deliver(event, tenant=tenant)
-        assert response.status_code == 200, response.text
-        assert response.json()["status"] == expect
-        self.harness.process()
-        [run] = self.harness.runs(event["id"])
+        [run] = self.harness.send(event, tenant=tenant, expect=expect)
         return run.status
 
     def rerun(self, event: dict[str, Any]) -> str:

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from payhook import HandlerContext, hookimpl
-from payhook.processing import Processor, RunOutcome
-from payhook.runs import ClaimedRun
-from payhook.testing import PayhookHarness, store_backends
+from payhook import Event, HandlerContext, hookimpl
+from payhook.testing import ClaimedRun, MakePayhook, PayhookHarness, RunOutcome, store_backends
 from registration_events import intent_event
 from registration_testkit import TENANT, Conference, HookRecorder
 from sqlalchemy import Engine, text
@@ -47,7 +45,7 @@ class OverlapGate:
         self.second_waited = False
 
     @hookimpl(wrapper=True)
-    def run_handler(self, handler: Any, event: Any, ctx: HandlerContext) -> Generator[None, Any, Any]:
+    def run_handler(self, handler: Any, event: Event, ctx: HandlerContext) -> Generator[None, Any, Any]:
         if self.engine is None:
             return (yield)
         if event.id == self.first:
@@ -85,28 +83,29 @@ class OverlapGate:
 
 
 def make_apps(
-    make_payhook: Callable[..., PayhookHarness], backend: str, count: int
+    make_payhook: MakePayhook, backend: str, count: int
 ) -> tuple[list[PayhookHarness], HookRecorder, OverlapGate]:
     hooks = HookRecorder()
     gate = OverlapGate(None)
     plugins = {"registration": payhook_registration, "recorder": hooks, "gate": gate}
-    tenants = {TENANT: {"plugins": ["registration", "recorder"]}}
+    # The gate wraps run_handler, a hook called for the tenant's plugins only: enable it too.
+    tenants = {TENANT: {"plugins": ["registration", "recorder", "gate"]}}
     harnesses = [make_payhook(plugins, tenants=tenants) for _ in range(count)]
     if backend == "postgresql":
         gate.engine = harnesses[0].store.engine
     return harnesses, hooks, gate
 
 
-def run_concurrently(claims: list[tuple[Processor, ClaimedRun]]) -> list[RunOutcome]:
+def run_concurrently(claims: list[tuple[PayhookHarness, ClaimedRun]]) -> list[RunOutcome]:
     """Execute each claimed run in a thread of its own, all started together."""
     start = threading.Barrier(len(claims))
 
-    def execute(processor: Processor, run: ClaimedRun) -> RunOutcome:
+    def execute(harness: PayhookHarness, run: ClaimedRun) -> RunOutcome:
         start.wait(PATIENCE)
-        return processor.execute(run)
+        return harness.execute(run)
 
     with ThreadPoolExecutor(len(claims)) as pool:
-        futures = [pool.submit(execute, processor, run) for processor, run in claims]
+        futures = [pool.submit(execute, harness, run) for harness, run in claims]
         return [future.result(PATIENCE * 2) for future in futures]
 
 
@@ -117,7 +116,7 @@ def run_concurrently(claims: list[tuple[Processor, ClaimedRun]]) -> list[RunOutc
     ids=["two-halves", "paid-twice"],
 )
 def test_two_payments_of_one_order_at_once(
-    make_payhook: Callable[..., PayhookHarness],
+    make_payhook: MakePayhook,
     payhook_backend: str,
     workers: str,
     amounts: tuple[int, int],
@@ -135,10 +134,9 @@ def test_two_payments_of_one_order_at_once(
     # Each run claimed by its own worker: two threads of one app, or one thread in each app.
     claims = []
     for index, event in enumerate((first, second)):
-        processor = harnesses[index % len(harnesses)].app.payhook.processor
-        [run] = harnesses[0].runs(event["id"])
-        [claimed] = processor.claim(10, event_id=run.event_id)
-        claims.append((processor, claimed))
+        harness = harnesses[index % len(harnesses)]
+        [claimed] = harness.claim(event["id"])
+        claims.append((harness, claimed))
     outcomes = run_concurrently(claims)
 
     assert [outcome.status for outcome in outcomes] == ["succeeded", "succeeded"]
