@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .envelope import BadEvent, parse_event, to_delivery
+from .observe import observe_delivery
 from .store import StoreUnavailable
 from .verification import SignatureError, verify_signature
 
@@ -70,6 +71,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
+@observe_delivery
 async def receive(request: Request) -> Response:
     payhook: Payhook = request.app.state.payhook
     await payhook.ensure_started()
@@ -104,6 +106,7 @@ async def receive(request: Request) -> Response:
         return error(400, exc.code, exc.detail)
     handlers = payhook.plugins.handlers_for(event["type"], tenant.plugins)
     delivery = to_delivery(slug, event, payload, secret_index, handlers)
+    request.state.payhook_delivery = delivery  # for its log line (observe.DELIVERY_STATE)
     try:
         result = await payhook.writer.submit(delivery)
     except StoreUnavailable as exc:

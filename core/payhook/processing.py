@@ -16,6 +16,7 @@ from typing import Any
 from .config import Config, RetryPolicy, TenantConfig
 from .context import GiveUp, HandlerContext, RetryLater, Skip
 from .models import utcnow
+from .observe import observe_run
 from .plugins import PluginHost
 from .runs import ClaimedRun, Failure, Runs
 from .sqlite import WriteConflict, is_lock_error
@@ -80,6 +81,7 @@ class Processor:
     def claim(self, limit: int, event_id: int | None = None) -> list[ClaimedRun]:
         return self.runs.claim(self.owner, limit, self.config.processing.lease_seconds, event_id=event_id)
 
+    @observe_run
     def execute(self, run: ClaimedRun) -> RunOutcome:
         """Run the handler, commit its work with the success mark, or record the failure."""
         policy = self.config.processing.retry_for(run.plugin)

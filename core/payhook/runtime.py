@@ -84,14 +84,16 @@ class Payhook:
             self._worker_task = asyncio.create_task(self.worker.run(), name="payhook-worker")
         self._started = True
         log.info(
-            "payhook started: %d tenants (%s), worker %s",
+            "payhook started: %d tenants (%s); handler runs: %s",
             len(self.config.tenants),
             "; ".join(
                 f"{tenant.slug}: {', '.join(tenant.plugins) or 'no plugins'}"
                 for tenant in self.config.tenants.values()
             )
             or "none",
-            "in this process" if self.run_worker else "in other processes",
+            # Said the same way by `serve` and by `payhook worker` (which is nobody's "worker
+            # in-process"): whether this process executes handler runs.
+            "executed by this process" if self.run_worker else "left to `payhook worker` processes",
         )
 
     async def stop(self, grace: float = 30.0) -> int:
