@@ -1,4 +1,4 @@
-"""SQLite specifics: waiting for another process's write lock, and checkpoints off the hot path."""
+"""SQLite specifics: waiting for another process's write lock (bounded), and checkpoints off the hot path."""
 
 from __future__ import annotations
 
@@ -6,11 +6,17 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from payhook.config import DatabaseConfig
+from payhook.eventlog import EventLog
+from payhook.migrations import upgrade
+from payhook.runs import runs_of
 from payhook.store import Store, StoreUnavailable
 from sqlalchemy import text
+
+from .test_writer import delivery
 
 
 def test_a_writer_waits_for_another_connections_write_lock(tmp_path: Path) -> None:
@@ -64,3 +70,29 @@ def test_commits_leave_the_wal_to_the_checkpointer(tmp_path: Path, monkeypatch: 
         time.sleep(0.05)
     store.dispose()
     assert path.stat().st_size >= 5_000_000
+
+
+def test_a_lock_wait_ends_at_the_transactions_deadline(tmp_path: Path, stripe_event: Any) -> None:
+    """The store timeout bounds the wait for another process's lock, whatever busy_timeout_ms says."""
+    store = Store(
+        DatabaseConfig(url=f"sqlite:///{tmp_path / 'db.sqlite'}", busy_timeout_ms=60_000), timeout=0.5
+    )
+    upgrade(store.engine, include_plugins=False)
+    log = EventLog(store, runs_of(store))
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        for wait in (
+            lambda: log.append([delivery(stripe_event)], deadline=time.monotonic() + 0.2),
+            lambda: log.append([delivery(stripe_event)]),  # the store's own timeout
+            store.ping,
+        ):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="locked"):
+                wait()
+            assert time.monotonic() - started < 0.5 + 3
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert log.append([delivery(stripe_event)])[0].status == "ignored"
+    store.dispose()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,11 +28,11 @@ class PickyLog(EventLog):
         super().__init__(store, runs_of(store))
         self.batches: list[int] = []
 
-    def append(self, deliveries: Sequence[Delivery]) -> list[IngestResult]:
+    def append(self, deliveries: Sequence[Delivery], *, deadline: float | None = None) -> list[IngestResult]:
         self.batches.append(len(deliveries))
         if any(delivery.type == "poison" for delivery in deliveries):
             raise ValueError("this delivery cannot be stored")
-        return super().append(deliveries)
+        return super().append(deliveries, deadline=deadline)
 
 
 def delivery(stripe_event: Any, event_type: str = "customer.created") -> Delivery:
@@ -109,4 +111,60 @@ def test_a_crashed_writer_answers_503_then_recovers(tmp_path: Any, stripe_event:
     assert isinstance(crashed[0], StoreUnavailable)
     assert recovered.status == "ignored"
     assert crashes == [1]
+    log.store.dispose()
+
+
+class StuckLog(PickyLog):
+    """A real event log whose writes wait until the test lets them through."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.written: list[str] = []
+
+    def append(self, deliveries: Sequence[Delivery], *, deadline: float | None = None) -> list[IngestResult]:
+        self.entered.set()
+        self.release.wait(30)
+        self.written += [d.stripe_event_id for d in deliveries]
+        return super().append(deliveries, deadline=deadline)
+
+
+def test_a_stuck_writer_answers_every_delivery_within_the_timeout(tmp_path: Any, stripe_event: Any) -> None:
+    log = StuckLog(f"sqlite:///{tmp_path / 'stuck.db'}")
+    upgrade(log.store.engine, include_plugins=False)
+    writer = BatchWriter(log, timeout=0.3)
+    stuck, behind, after = (
+        delivery(stripe_event),
+        [delivery(stripe_event) for _ in range(3)],
+        delivery(stripe_event),
+    )
+
+    async def answer(submitted: Any) -> tuple[Any, float]:
+        started = time.monotonic()
+        try:
+            return await submitted, time.monotonic() - started
+        except StoreUnavailable as exc:
+            return exc, time.monotonic() - started
+
+    async def scenario() -> tuple[list[tuple[Any, float]], Any]:
+        writer.start()
+        try:
+            first = asyncio.ensure_future(answer(writer.submit(stuck)))
+            while not log.entered.is_set():  # the writer's thread holds the first delivery
+                await asyncio.sleep(0.005)
+            answers = [await first, *[await answer(writer.submit(d)) for d in behind]]
+            log.release.set()
+            return answers, await writer.submit(after)
+        finally:
+            log.release.set()
+            await writer.stop()
+
+    answers, recovered = asyncio.run(scenario())
+    assert all(isinstance(outcome, StoreUnavailable) for outcome, _ in answers), answers
+    assert all(seconds < 0.3 + 3 for _, seconds in answers), answers
+    assert recovered.status == "ignored"
+    # The stuck transaction went on (a late commit: Stripe's retry is then a duplicate), but
+    # the deliveries answered 503 while they waited behind it were never written.
+    assert log.written == [stuck.stripe_event_id, after.stripe_event_id]
     log.store.dispose()

@@ -89,14 +89,20 @@ class EventLog:
             dialect,
         )
 
-    def append(self, deliveries: Sequence[Delivery]) -> list[IngestResult]:
-        """Store deliveries in one transaction; duplicates are detected, never raised."""
+    def append(self, deliveries: Sequence[Delivery], *, deadline: float | None = None) -> list[IngestResult]:
+        """Store deliveries in one transaction; duplicates are detected, never raised.
+
+        The transaction must be over by `deadline` (time.monotonic(); default: the store's
+        timeout from now), or it fails with StoreUnavailable.
+        """
         # Two receivers writing overlapping batches must take the unique-key locks in the
         # same order, or each waits on the other's uncommitted insert: a deadlock.
         order = sorted(range(len(deliveries)), key=lambda i: _key(deliveries[i]))
+        if deadline is None:
+            deadline = self.store.deadline()
         for attempt in range(DEADLOCK_RETRIES):
             try:
-                stored = self._append_in_order([deliveries[i] for i in order])
+                stored = self._append_in_order([deliveries[i] for i in order], deadline)
                 break
             except _Conflict:
                 if attempt == DEADLOCK_RETRIES - 1:
@@ -106,9 +112,9 @@ class EventLog:
             results[index] = stored[position]
         return results
 
-    def _append_in_order(self, deliveries: list[Delivery]) -> list[IngestResult]:
+    def _append_in_order(self, deliveries: list[Delivery], deadline: float | None) -> list[IngestResult]:
         now = utcnow()
-        with self.store.transaction() as conn:
+        with self.store.transaction(deadline) as conn:
             cursor = conn.connection.cursor()
             try:
                 return [self._append_one(cursor, delivery, now) for delivery in deliveries]

@@ -3,7 +3,9 @@
 SQLite lets one transaction write at a time. Two rules keep that from stalling payhook:
 
 * A short core transaction (ingest, claim, a run transition) takes the process's write gate
-  and then `BEGIN IMMEDIATE`, so it never fails half way for want of the lock.
+  and then `BEGIN IMMEDIATE`, so it never fails half way for want of the lock. Each wait
+  lasts at most `busy_timeout_ms`, and never past the transaction's deadline (the store
+  timeout: a delivery is answered 503 by then anyway).
 * A handler's transaction begins only when the handler first touches the database, and
   takes the gate only at its first write. A handler waiting on the network before it writes
   holds nothing; one that writes and then waits holds the lock until it commits.
@@ -22,7 +24,15 @@ from sqlalchemy.exc import OperationalError
 
 from .config import DatabaseConfig
 
-__all__ = ["Checkpointer", "WriteConflict", "WriteGate", "is_lock_error", "make_sqlite_engine"]
+__all__ = [
+    "LOCK_DEADLINE",
+    "Checkpointer",
+    "WriteConflict",
+    "WriteGate",
+    "is_lock_error",
+    "make_sqlite_engine",
+    "patience_until",
+]
 
 log = logging.getLogger("payhook.sqlite")
 
@@ -34,6 +44,8 @@ CHECKPOINT_INTERVAL = 1.0
 # The option that marks a handler's connection: its transaction begins lazily.
 LAZY_BEGIN = "payhook_lazy_begin"
 TRANSACTION_STATE = "payhook_txn"  # in conn.info: None, "pending", "read" or "write"
+# The execution option that bounds a transaction's wait for the lock (time.monotonic()).
+LOCK_DEADLINE = "payhook_lock_deadline"
 _READ_ONLY = ("SELECT", "PRAGMA", "EXPLAIN")
 SQLITE_BUSY = 5
 
@@ -68,8 +80,10 @@ class WriteGate:
         self._lock = threading.Lock()
         self._holder: int | None = None
 
-    def acquire(self) -> None:
-        if not self._lock.acquire(timeout=self.patience):
+    def acquire(self, patience: float | None = None) -> None:
+        """Wait up to `patience` seconds (default: the gate's own) for the other writers."""
+        wait = self.patience if patience is None else max(0.0, patience)
+        if not self._lock.acquire(timeout=wait):
             raise OperationalError(
                 "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked (write gate)")
             )
@@ -119,7 +133,8 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
             conn.info[TRANSACTION_STATE] = "pending"
             return
         conn.info.pop(TRANSACTION_STATE, None)
-        begin_immediate(conn.connection.driver_connection, patience)  # type: ignore[arg-type]
+        deadline = conn.get_execution_options().get(LOCK_DEADLINE)
+        begin_immediate(conn.connection.driver_connection, patience_until(deadline, patience))  # type: ignore[arg-type]
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before_statement(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -139,6 +154,13 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
         conn.info.pop(TRANSACTION_STATE, None)
 
     return engine
+
+
+def patience_until(deadline: float | None, patience: float) -> float:
+    """Seconds a lock wait may last: `patience`, cut short by `deadline` (time.monotonic())."""
+    if deadline is None:
+        return patience
+    return min(patience, deadline - time.monotonic())
 
 
 def prepare_write(conn: Connection, gate: WriteGate, patience: float) -> None:

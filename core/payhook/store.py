@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
-from .config import DatabaseConfig
+from .config import DatabaseConfig, IngestConfig
+from .postgres import Watch, Watchdog, make_postgres_engine
 from .sqlite import (
     LAZY_BEGIN,
+    LOCK_DEADLINE,
     TRANSACTION_STATE,
     Checkpointer,
     WriteGate,
     make_sqlite_engine,
+    patience_until,
     prepare_write,
 )
 
-__all__ = ["HandlerTransaction", "Store", "StoreUnavailable"]
+__all__ = ["DEFAULT_STORE_TIMEOUT", "HandlerTransaction", "Store", "StoreUnavailable"]
+
+# `[ingest] store_timeout`'s default: how long anything may wait on the database.
+DEFAULT_STORE_TIMEOUT = IngestConfig().store_timeout
 
 # Errors that mean "the database is not there right now", as opposed to a bug in a query.
 UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
@@ -40,16 +47,35 @@ class StoreUnavailable(Exception):
 
 
 class Store:
-    """One engine, and the two kinds of transaction the core opens on it."""
+    """One engine, and the two kinds of transaction the core opens on it.
 
-    def __init__(self, config: DatabaseConfig, *, min_pool_size: int = 0) -> None:
+    `timeout` (`[ingest] store_timeout`) bounds the waits: a core transaction that is not
+    over within it fails with StoreUnavailable, whatever it waits on (SQLite: the write
+    lock; PostgreSQL: a lock, a statement, or a server that stopped answering); on
+    PostgreSQL every connection, handlers' included, also gets the server-side limits of
+    postgres.py. None leaves PostgreSQL unbounded (say, for a migration that runs long).
+    """
+
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        *,
+        min_pool_size: int = 0,
+        timeout: float | None = DEFAULT_STORE_TIMEOUT,
+    ) -> None:
         self.config = config
         self.is_sqlite = config.is_sqlite
+        self.timeout = timeout
         # SQLite has one writer. Queueing this process's writers on a gate wakes them the
         # moment it is free; SQLite's own busy handler sleeps in growing steps instead.
         self.gate: WriteGate | None = WriteGate(config.busy_timeout_ms / 1000) if self.is_sqlite else None
         # Every concurrent handler run that uses its session holds a connection.
-        self.engine = _make_engine(config, max(config.pool_size, min_pool_size), self.gate)
+        pool_size = max(config.pool_size, min_pool_size)
+        self._watchdog: Watchdog | None = Watchdog() if not self.is_sqlite and timeout is not None else None
+        if self.gate is not None:
+            self.engine = make_sqlite_engine(config, pool_size, self.gate)
+        else:
+            self.engine = make_postgres_engine(config, pool_size, timeout, self._watchdog)
         # Handlers' sessions: on SQLite their transactions begin lazily (see sqlite.py).
         self.handler_engine = (
             self.engine.execution_options(**{LAZY_BEGIN: True}) if self.is_sqlite else self.engine
@@ -60,28 +86,62 @@ class Store:
         self._driver_errors: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
         self._unavailable: tuple[type[Exception], ...] = (*UNAVAILABLE, *self._driver_errors)
 
+    def deadline(self) -> float | None:
+        """When a core transaction starting now must be over (time.monotonic()), if ever."""
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A short write transaction, committed on exit (SQLite: holding the write lock)."""
+    def transaction(self, deadline: float | None = None) -> Iterator[Connection]:
+        """A short write transaction, committed on exit (SQLite: holding the write lock).
+
+        It must be over by `deadline` (time.monotonic(); default: `timeout` from now), or
+        it fails with StoreUnavailable: on SQLite the wait for the write lock is cut
+        short, on PostgreSQL the watchdog ends the connection.
+        """
+        if deadline is None:
+            deadline = self.deadline()
         gate = self.gate
+        watch: Watch | None = None
         try:
             if gate is not None:
-                gate.acquire()
+                gate.acquire(patience_until(deadline, gate.patience))
             try:
-                with self.engine.begin() as conn:
-                    try:
-                        yield conn
-                    except self._driver_errors as exc:
-                        # Raw driver errors bypass SQLAlchemy: drop a dead connection from
-                        # the pool ourselves.
-                        if self.engine.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):  # type: ignore[arg-type]
-                            conn.invalidate(exc)
-                        raise
+                with self._connect(deadline) as conn:
+                    if gate is not None and deadline is not None:
+                        conn.execution_options(**{LOCK_DEADLINE: deadline})
+                    with self._watched(conn, deadline) as watch, conn.begin():
+                        try:
+                            yield conn
+                        except self._driver_errors as exc:
+                            # Raw driver errors bypass SQLAlchemy: drop a dead connection
+                            # from the pool ourselves.
+                            if self.engine.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):  # type: ignore[arg-type]
+                                conn.invalidate(exc)
+                            raise
             finally:
                 if gate is not None:
                     gate.release()
         except self._unavailable as exc:
+            if watch is not None and watch.cut:
+                message = f"no answer from the database within {self.timeout:g} s"
+                raise StoreUnavailable(message, reason="timeout") from exc
             raise StoreUnavailable(describe(exc), reason=error_type(exc)) from exc
+
+    @contextmanager
+    def _connect(self, deadline: float | None) -> Iterator[Connection]:
+        """A pooled connection; a new one may take no longer than `deadline` to open."""
+        if self._watchdog is None:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        with self._watchdog.connecting(deadline), self.engine.connect() as conn:
+            yield conn
+
+    def _watched(self, conn: Connection, deadline: float | None) -> Any:
+        """PostgreSQL: the watchdog's watch over `conn` until `deadline`; else nothing."""
+        if self._watchdog is None or deadline is None:
+            return nullcontext(None)
+        return self._watchdog.watch(conn.connection.dbapi_connection, deadline)
 
     def handler_transaction(self) -> HandlerTransaction:
         return HandlerTransaction(self)
@@ -96,7 +156,8 @@ class Store:
                 conn.exec_driver_sql("SELECT 1")
             return
         try:
-            with self.engine.connect() as conn:
+            deadline = self.deadline()
+            with self._connect(deadline) as conn, self._watched(conn, deadline):
                 conn.exec_driver_sql("SELECT 1")
         except self._unavailable as exc:
             raise StoreUnavailable(describe(exc), reason=error_type(exc)) from exc
@@ -111,6 +172,8 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self.engine.dispose()
 
 
@@ -192,16 +255,3 @@ def describe(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     first_line = (str(original).strip().splitlines() or [""])[0]
     return f"{error_type(exc)}: {first_line}"
-
-
-def _make_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate | None) -> Engine:
-    if gate is not None:
-        return make_sqlite_engine(config, pool_size, gate)
-    return create_engine(
-        config.url,
-        pool_size=pool_size,
-        # Bounded, so many processes on one server stay under its max_connections.
-        max_overflow=2,
-        pool_timeout=config.connect_timeout,
-        connect_args={"connect_timeout": max(1, round(config.connect_timeout))},
-    )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from .eventlog import Delivery, EventLog, IngestResult
 from .store import StoreUnavailable
@@ -15,19 +17,31 @@ log = logging.getLogger("payhook.ingest")
 
 MAX_BATCH = 64
 
-_Pending = tuple[Delivery, "asyncio.Future[IngestResult]"]
+
+@dataclass
+class _Pending:
+    delivery: Delivery
+    future: asyncio.Future[IngestResult] = field(repr=False)
+    deadline: float | None  # time.monotonic() by which it is answered, stored or not
 
 
 class BatchWriter:
     """Every delivery gets its own answer, only after the transaction holding it committed;
     a busy receiver just commits more events per transaction.
 
+    Each delivery is answered within `timeout` seconds of its submission (default: the
+    store's): when the store does not answer in time, with StoreUnavailable (a 503: Stripe
+    retries), even if the writer's thread is still waiting on the database. A delivery
+    answered so before its transaction began is never written; one whose transaction was
+    under way may still commit, and Stripe's retry is then answered `duplicate`.
+
     It can be started, stopped and started again. If its task dies, the deliveries waiting
-    on it fail at once with StoreUnavailable (a 503: Stripe retries) and it starts afresh.
+    on it fail at once with StoreUnavailable and it starts afresh.
     """
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, *, timeout: float | None = None) -> None:
         self.log = log
+        self.timeout = log.store.timeout if timeout is None else timeout
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -53,16 +67,31 @@ class BatchWriter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
-        self._fail_waiting(StoreUnavailable("payhook is shutting down"))
+        self._fail_waiting(StoreUnavailable("payhook is shutting down", reason="shutting_down"))
         executor, self._executor = self._executor, None
         executor.shutdown(wait=True)
 
     async def submit(self, delivery: Delivery) -> IngestResult:
         if not self._running or self._queue is None:
-            raise StoreUnavailable("the ingest writer is not running")
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((delivery, future))
-        return await future
+            raise StoreUnavailable("the ingest writer is not running", reason="not_running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestResult] = loop.create_future()
+        if self.timeout is None:
+            self._queue.put_nowait(_Pending(delivery, future, None))
+            return await future
+        self._queue.put_nowait(_Pending(delivery, future, time.monotonic() + self.timeout))
+        # The answer is set on the future, not by cancelling this task: a timeout that
+        # cancels may race with the result and leave the request's task cancelled.
+        expiry = loop.call_later(self.timeout, self._expire, future)
+        try:
+            return await future
+        finally:
+            expiry.cancel()
+
+    def _expire(self, future: asyncio.Future[IngestResult]) -> None:
+        if not future.done():
+            message = f"the event store did not answer within {self.timeout:g} s"
+            future.set_exception(StoreUnavailable(message, reason="timeout"))
 
     def _spawn(self) -> None:
         self._task = asyncio.create_task(self._run(), name="payhook-ingest-writer")
@@ -75,7 +104,7 @@ class BatchWriter:
         if not self._running:
             return
         log.error("the ingest writer died (%r); answering waiting deliveries 503 and restarting", error)
-        self._fail_waiting(StoreUnavailable(f"the ingest writer failed: {error!r}"))
+        self._fail_waiting(StoreUnavailable(f"the ingest writer failed: {error!r}", reason="writer_failed"))
         self._spawn()
 
     def _fail_waiting(self, error: StoreUnavailable) -> None:
@@ -86,40 +115,48 @@ class BatchWriter:
             while not self._queue.empty():
                 waiting.append(self._queue.get_nowait())
                 self._queue.task_done()
-        for _, future in waiting:
-            if not future.done():
-                future.set_exception(error)
+        for pending in waiting:
+            if not pending.future.done():
+                pending.future.set_exception(error)
 
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await queue.get()]
-            while len(batch) < MAX_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
+            taken = [await queue.get()]
+            while len(taken) < MAX_BATCH and not queue.empty():
+                taken.append(queue.get_nowait())
+            # Those already answered (their time ran out while the writer was busy) are
+            # not written: Stripe was told to retry them.
+            batch = [pending for pending in taken if not pending.future.done()]
             self._in_flight = batch
             try:
+                if not batch:
+                    continue
                 outcomes = await loop.run_in_executor(self._executor, self._write, batch)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
+                for pending, outcome in zip(batch, outcomes, strict=True):
+                    if pending.future.done():
                         continue
                     if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
+                        pending.future.set_exception(outcome)
                     else:
-                        future.set_result(outcome)
+                        pending.future.set_result(outcome)
             finally:
                 # Whatever is still unanswered here is answered by _supervise (a crash) or
                 # stop() (a cancellation).
-                if all(future.done() for _, future in batch):
+                if all(pending.future.done() for pending in batch):
                     self._in_flight = []
-                for _ in batch:
+                for _ in taken:
                     queue.task_done()
 
     def _write(self, batch: list[_Pending]) -> list[IngestResult | BaseException]:
-        deliveries = [delivery for delivery, _ in batch]
+        deliveries = [pending.delivery for pending in batch]
+        # The transaction must be over when the first of its deliveries is due an answer.
+        deadlines = [pending.deadline for pending in batch if pending.deadline is not None]
+        deadline = min(deadlines, default=None)
         try:
-            return list(self.log.append(deliveries))
+            return list(self.log.append(deliveries, deadline=deadline))
         except StoreUnavailable as exc:
             # The store is down for everyone: answer the whole batch now (503), rather than
             # waiting out a connection timeout once per delivery.
@@ -131,7 +168,7 @@ class BatchWriter:
         outcomes: list[IngestResult | BaseException] = []
         for delivery in deliveries:
             try:
-                outcomes.append(self.log.append([delivery])[0])
+                outcomes.append(self.log.append([delivery], deadline=deadline)[0])
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
