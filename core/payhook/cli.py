@@ -1,4 +1,7 @@
-"""The `payhook` command: serve, worker, db upgrade, event trigger|prune, runs replay."""
+"""The `payhook` command: serve, worker, db upgrade, event trigger|prune, runs replay.
+
+The operator commands (events, failures, plugins, config) live in payhook.commands.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from . import migrations
+from . import logs, migrations
+from .commands import config_group, events, failures, plugins_group
+from .commands.common import progress_bar
 from .config import Config, ConfigError, load_config
 from .scaffold import plugin
 from .serving import DEFAULT_HTTP, HTTP_PARSERS
 from .store import Store
 
 __all__ = ["main"]
+
+LOG_LEVEL_HELP = "debug, info, warning or error; when not given, [logging] level applies."
 
 config_option = click.option(
     "--config",
@@ -43,10 +51,25 @@ def _config_errors() -> Iterator[None]:
         sys.exit(2)
 
 
-def _load(path: str) -> Config:
+def _load(path: str, *, require_secrets: bool = True) -> Config:
+    """The configuration; `require_secrets=False` for commands that never verify a signature."""
     with _config_errors():
-        return load_config(path)
+        config = load_config(path, require_secrets=require_secrets)
+        _apply_logging(config)
+        return config
     raise AssertionError("unreachable")  # for type checkers: _config_errors exits
+
+
+def _apply_logging(config: Config) -> None:
+    """[logging] for commands that log (those with --log-level); a --log-level given wins."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or "log_level" not in ctx.params:
+        return
+    given = ctx.get_parameter_source("log_level") not in (
+        ParameterSource.DEFAULT,
+        ParameterSource.DEFAULT_MAP,
+    )
+    logs.configure(config.logging, ctx.params["log_level"] if given else None)
 
 
 def _configure_logging(level: str) -> None:
@@ -61,9 +84,9 @@ def main() -> None:
 
 @main.command()
 @config_option
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--log-level", default="info", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--log-level", default="info", show_default=True, help=LOG_LEVEL_HELP)
 @click.option(
     "--worker/--no-worker",
     default=None,
@@ -131,7 +154,7 @@ def serve(
 
 @main.command()
 @config_option
-@click.option("--log-level", default="info", show_default=True)
+@click.option("--log-level", default="info", show_default=True, help=LOG_LEVEL_HELP)
 @click.option("--grace", default=30.0, show_default=True, help="Seconds to let runs finish after SIGTERM.")
 def worker(config_path: str, log_level: str, grace: float) -> None:
     """Process handler runs (for running apart from `serve`)."""
@@ -169,7 +192,7 @@ def db() -> None:
 @config_option
 def upgrade(config_path: str) -> None:
     """Apply the core's and installed plugins' migrations."""
-    config = _load(config_path)
+    config = _load(config_path, require_secrets=False)
     store = Store(config.database)
     try:
         migrations.upgrade(store.engine)
@@ -242,9 +265,9 @@ def runs() -> None:
 @runs.command()
 @config_option
 @click.option("--event", "stripe_event_id", help="One Stripe event id (evt_...).")
-@click.option("--tenant")
+@click.option("--tenant", help="Only this tenant's runs.")
 @click.option("--type", "event_type", help="Stripe event type, e.g. charge.refunded.")
-@click.option("--plugin")
+@click.option("--plugin", help="Only this plugin's runs.")
 @click.option("--since", help="Received at or after (ISO 8601; UTC unless an offset is given).")
 @click.option("--until", help="Received before (ISO 8601).")
 @click.option(
@@ -253,7 +276,8 @@ def runs() -> None:
     help="Also re-run succeeded runs, and create runs for handlers installed since.",
 )
 @click.option("--by", "requested_by", default=None, help="Who asks (recorded on each run).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="List the runs it would re-arm or create, and change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def replay(
     config_path: str,
     stripe_event_id: str | None,
@@ -264,6 +288,7 @@ def replay(
     until: str | None,
     include_succeeded: bool,
     requested_by: str | None,
+    dry_run: bool,
     as_json: bool,
 ) -> None:
     """Make matching failed and dead runs due now (only those, unless --include-succeeded)."""
@@ -271,10 +296,10 @@ def replay(
     import json
 
     from .plugins import PluginHost
-    from .replay import ReplaySelection
+    from .replay import ReplaySelection, plan_replay
     from .replay import replay as replay_runs
 
-    config = _load(config_path)
+    config = _load(config_path, require_secrets=False)
     selection = ReplaySelection(
         stripe_event_id=stripe_event_id,
         tenant=tenant,
@@ -285,14 +310,26 @@ def replay(
     )
     store = Store(config.database)
     try:
-        result = replay_runs(
-            store,
-            selection,
-            requested_by=requested_by or f"cli:{getpass.getuser()}",
-            only_failed=not include_succeeded,
-            plugins=PluginHost() if include_succeeded else None,
-            config=config,
-        )
+        if dry_run:
+            plan = plan_replay(
+                store,
+                selection,
+                only_failed=not include_succeeded,
+                plugins=PluginHost() if include_succeeded else None,
+                config=config,
+            )
+            _show_plan(plan, as_json)
+            return
+        with progress_bar("re-arming runs") as progress:
+            result = replay_runs(
+                store,
+                selection,
+                requested_by=requested_by or f"cli:{getpass.getuser()}",
+                only_failed=not include_succeeded,
+                plugins=PluginHost() if include_succeeded else None,
+                config=config,
+                progress=progress,
+            )
     finally:
         store.dispose()
     if as_json:
@@ -301,20 +338,46 @@ def replay(
         click.echo(f"re-armed {result.rearmed} runs, created {result.created}")
 
 
+def _show_plan(plan: Any, as_json: bool) -> None:
+    """What `runs replay --dry-run` found."""
+    import json
+
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "dry_run": True,
+                    "rearm": [run.as_json() for run in plan.rearm],
+                    "create": [run.as_json() for run in plan.create],
+                }
+            )
+        )
+        return
+    for run in plan.rearm:
+        where = f"{run.tenant} {run.stripe_event_id} {run.plugin} {run.handler}"
+        click.echo(f"would re-arm run {run.run_id} ({run.status}): {where}")
+    for run in plan.create:
+        click.echo(f"would create a run: {run.tenant} {run.stripe_event_id} {run.plugin} {run.handler}")
+    click.echo(f"dry run: would re-arm {len(plan.rearm)} runs and create {len(plan.create)}; nothing changed")
+
+
 @event.command()
 @config_option
-@click.option("--older-than-days", type=float, required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--older-than-days", type=float, required=True, help="Prune events received more than N days ago."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def prune(config_path: str, older_than_days: float, as_json: bool) -> None:
     """Drop payloads and finished runs of old events; their ids still dedupe redeliveries."""
     import json
 
     from .retention import prune as prune_events
 
-    config = _load(config_path)
+    config = _load(config_path, require_secrets=False)
     store = Store(config.database)
     try:
-        result = prune_events(store, older_than_days)
+        with progress_bar("pruning events") as progress:
+            result = prune_events(store, older_than_days, progress=progress)
     finally:
         store.dispose()
     if as_json:
@@ -324,3 +387,7 @@ def prune(config_path: str, older_than_days: float, as_json: bool) -> None:
 
 
 main.add_command(plugin)
+main.add_command(events)
+main.add_command(failures)
+main.add_command(plugins_group)
+main.add_command(config_group)

@@ -1,0 +1,145 @@
+"""`payhook events list|show`: what arrived, and everything about one event."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import click
+
+from ..reports import EVENT_STATUSES, EventDetail, EventFilter, find_events, list_events
+from .common import (
+    EXIT_PROBLEM,
+    config_option,
+    echo_json,
+    fail,
+    json_option,
+    load,
+    open_store,
+    since_option,
+    table,
+    when,
+)
+
+__all__ = ["events"]
+
+
+@click.group()
+def events() -> None:
+    """Stored events: list them, or show one with its runs and failures."""
+
+
+@events.command("list")
+@config_option
+@click.option("--tenant", help="Only this tenant's events.")
+@click.option("--type", "event_type", help="Only events of this Stripe type, e.g. charge.refunded.")
+@click.option(
+    "--status",
+    type=click.Choice(EVENT_STATUSES),
+    help="Only events with this overall status (the most urgent of their runs' statuses).",
+)
+@since_option(
+    "Only events received at or after WHEN: ISO 8601 (2027-05-01T12:00) or relative (3d, 12h, 30m)."
+)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Show at most this many events.",
+)
+@json_option
+def list_events_command(
+    config_path: str,
+    tenant: str | None,
+    event_type: str | None,
+    status: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List stored events, newest first."""
+    config = load(config_path)
+    selection = EventFilter(tenant=tenant, type=event_type, status=status, since=since, limit=limit)
+    with open_store(config) as store:
+        found = list_events(store, selection)
+    if as_json:
+        echo_json([event.as_json() for event in found])
+        return
+    if not found:
+        click.echo("no events match", err=True)
+        return
+    rows = [[when(e.received_at), e.tenant, e.type, e.status, e.runs, e.stripe_event_id] for e in found]
+    click.echo(table(["received (UTC)", "tenant", "type", "status", "runs", "event"], rows))
+
+
+@events.command("show")
+@config_option
+@click.option("--tenant", help="The tenant that received the event (needed when several did).")
+@json_option
+@click.argument("event_id")
+def show_event(config_path: str, tenant: str | None, as_json: bool, event_id: str) -> None:
+    """Show one event: its payload, its runs and every failed attempt with its traceback.
+
+    EVENT_ID is Stripe's event id (evt_...).
+    """
+    config = load(config_path)
+    with open_store(config) as store:
+        found = find_events(store, event_id, tenant)
+    if not found:
+        where = f" for tenant {tenant!r}" if tenant else ""
+        fail(f"no event {event_id!r}{where} is stored", EXIT_PROBLEM)
+    if len(found) > 1:
+        tenants = ", ".join(detail.summary.tenant for detail in found)
+        raise click.UsageError(
+            f"event {event_id} was received by several tenants ({tenants}); pick one with --tenant"
+        )
+    [detail] = found
+    if as_json:
+        echo_json(detail.as_json())
+    else:
+        click.echo(render_event(detail))
+
+
+def render_event(detail: EventDetail) -> str:
+    event = detail.summary
+    facts = [
+        ("event", event.stripe_event_id),
+        ("tenant", event.tenant),
+        ("type", event.type),
+        ("status", event.status),
+        ("received", f"{when(event.received_at)} UTC"),
+        ("created", f"{when(detail.created)} UTC"),
+        ("livemode", str(event.livemode).lower()),
+        ("api version", detail.api_version or "-"),
+        ("account", detail.account or "-"),
+        ("object", detail.object_id or "-"),
+        ("secret", f"#{detail.secret_index} of the tenant's webhook_secrets"),
+    ]
+    width = max(len(name) for name, _ in facts)
+    lines = [f"{name.ljust(width)}  {value}" for name, value in facts]
+    lines.append("")
+    lines.append(
+        f"runs ({len(detail.runs)})" if detail.runs else "runs: none (no enabled plugin handles this type)"
+    )
+    for run in detail.runs:
+        lines.append(f"  run {run.id}  {run.plugin}  {run.handler}  {run.status}  attempts {run.attempts}")
+        if run.next_attempt_at is not None and run.status in ("pending", "failed"):
+            lines.append(f"    next attempt {when(run.next_attempt_at)} UTC")
+        if run.replay_count:
+            lines.append(f"    replayed {run.replay_count} time(s), last by {run.replayed_by}")
+        if run.last_error and run.status == "skipped":
+            lines.append(f"    skipped: {run.last_error}")
+        for failure in run.failures:
+            lines.append(
+                f"    attempt {failure.attempt} failed at {when(failure.failed_at)} UTC: "
+                f"{failure.error_type}: {failure.message}"
+            )
+            lines.extend(f"      {line}" for line in failure.traceback.rstrip().splitlines())
+    lines.append("")
+    if detail.payload:
+        lines.append("payload")
+        lines.append(json.dumps(json.loads(detail.payload), indent=2))
+    else:
+        lines.append(f"payload: pruned at {when(detail.pruned_at)} UTC")
+    return "\n".join(lines)
