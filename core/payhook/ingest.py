@@ -48,15 +48,31 @@ class BodyTimeout(Exception):
     pass
 
 
+class BadContentLength(ClientDisconnect):
+    """`Content-Length` is not a number: the request's framing cannot be trusted.
+
+    A ClientDisconnect, so that `receive` answers it 400 as it does a body cut short.
+    """
+
+
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The raw body; BodyTooLarge past `limit` bytes, BodyTimeout after `timeout` seconds.
+    """The raw body; BodyTooLarge past `limit` bytes, BodyTimeout after `timeout` seconds,
+    BadContentLength when the declared length is not a number.
 
     The deadline covers the whole body rather than each read, so a sender that trickles
     a byte at a time cannot hold the request (and its connection) open for longer.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+    if declared is not None:
+        digits = declared.strip(" \t")
+        # isdigit() alone takes "²" and other digits int() refuses: ASCII only.
+        if not (digits.isascii() and digits.isdigit()):
+            raise BadContentLength
+        # More digits than the limit has is too large: int() is never given thousands of
+        # digits (it refuses more than 4300, leading zeros included).
+        significant = digits.lstrip("0") or "0"
+        if len(significant) > len(str(limit)) or int(significant) > limit:
+            raise BodyTooLarge
     chunks = []
     size = 0
     try:
