@@ -15,6 +15,7 @@ from .events import Event
 from .hookspecs import hookimpl, hookspec
 from .models import RunStatus, UTCDateTime, utcnow
 from .plugins import PluginHost
+from .settings import InvalidSetting
 from .store import StoreUnavailable
 from .types import HandlerFunc, Register, StoredEvent
 from .verification import SignatureError, sign, verify_signature
@@ -26,6 +27,7 @@ __all__ = [
     "GiveUp",
     "HandlerContext",
     "HandlerFunc",
+    "InvalidSetting",
     "PayhookApp",
     "PluginHost",
     "Register",

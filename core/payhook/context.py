@@ -107,6 +107,13 @@ class HandlerContext:
         return f"HandlerContext(tenant={self.tenant.slug!r}, plugin={self.plugin!r}, run_id={self.run_id})"
 
     @property
+    def settings(self) -> Any:
+        """This plugin's settings for the tenant: an instance of the class its
+        `plugin_settings` hook returns, read from `config` and checked at start (None when
+        the plugin declares no settings)."""
+        return self.hook._host.settings_for(self.tenant, self.plugin)
+
+    @property
     def session(self) -> Session:
         """This run's open session; the core commits it, never the handler."""
         return self._transaction.session

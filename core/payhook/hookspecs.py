@@ -27,6 +27,16 @@ def register_handlers(register: Register) -> None:
     """
 
 
+@hookspec
+def plugin_settings() -> type:  # type: ignore[empty-body]  # a specification: no body
+    """Return the class of this plugin's per-tenant settings (a dataclass).
+
+    payhook reads each tenant's `[tenants.<slug>.plugin_config.<plugin>]` into it when the
+    configuration is loaded, refuses to start on a mistake, and hands the object to
+    handlers as `ctx.settings`.
+    """
+
+
 @hookspec(firstresult=True)
 def run_handler(handler: Handler, event: Event, ctx: HandlerContext) -> Any:
     """Call `handler(event, ctx)` inside its transaction.

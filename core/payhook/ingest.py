@@ -120,7 +120,7 @@ async def receive(request: Request) -> Response:
         event, payload = parse_event(body)
     except BadEvent as exc:
         return error(400, exc.code, exc.detail)
-    handlers = payhook.plugins.handlers_for(event["type"], tenant.plugins)
+    handlers = payhook.plugins.handlers_for(event["type"], tenant)
     delivery = to_delivery(slug, event, payload, secret_index, handlers)
     request.state.payhook_delivery = delivery  # for its log line (observe.DELIVERY_STATE)
     try:

@@ -1,8 +1,8 @@
-"""Find plugins, collect their handlers, and scope their hooks to tenants."""
+"""Find plugins, collect their handlers and settings, and scope their hooks to tenants."""
 
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -17,6 +17,7 @@ from .config import Config, ConfigError, TenantConfig
 from .context import HandlerContext
 from .events import Event
 from .hookspecs import hookimpl
+from .settings import PluginSettings, matches, read_settings
 from .types import Handler, HandlerFunc
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "disabled_from_env"]
@@ -66,8 +67,12 @@ class PluginHost:
                 else:
                     self._register(name, plugin)
         self.handlers = self._collect_handlers()
+        self.settings_classes, self.settings_errors = self._collect_settings()
         self._hook_relays: dict[tuple[str, ...], _ScopedHooks] = {}
-        self.handlers_for = lru_cache(maxsize=4096)(self._handlers_for)
+        # What each tenant's tables say, read once per TenantConfig (kept alive by the entry,
+        # so that its id is never reused).
+        self._tenant_settings: dict[int, tuple[TenantConfig, dict[str, PluginSettings]]] = {}
+        self._matching = lru_cache(maxsize=4096)(self._handlers_matching)
 
     @property
     def hook(self) -> pluggy.HookRelay:
@@ -130,12 +135,49 @@ class PluginHost:
             impl.function(register=register)
         return handlers
 
-    def _handlers_for(self, event_type: str, plugins: tuple[str, ...]) -> tuple[Handler, ...]:
+    def _collect_settings(self) -> tuple[dict[str, type | None], dict[str, str]]:
+        """Each plugin's settings class (None: it declares none), and what is wrong with any."""
+        classes: dict[str, type | None] = dict.fromkeys(self.names)
+        errors: dict[str, str] = {}
+        for impl in self.pm.hook.plugin_settings.get_hookimpls():
+            plugin = impl.plugin_name
+            try:
+                declared = impl.function()
+            except Exception as exc:  # a broken plugin must not take the others down
+                errors[plugin] = f"its plugin_settings hook raised {type(exc).__name__}: {exc}"
+                continue
+            usable = dataclasses.is_dataclass(declared) or hasattr(declared, "model_validate")
+            if declared is None or (isinstance(declared, type) and usable):
+                classes[plugin] = declared
+            else:
+                errors[plugin] = (
+                    f"its plugin_settings hook returned {declared!r}, not a dataclass type (or None)"
+                )
+        return classes, errors
+
+    def handlers_for(self, event_type: str, tenant: TenantConfig) -> tuple[Handler, ...]:
+        """The handlers that get a run for this tenant's event of `event_type`.
+
+        Those of the tenant's plugins registered for the type, narrowed by each plugin's
+        `events` setting for the tenant.
+        """
+        return self._matching(event_type, self._event_filters(tenant))
+
+    def _event_filters(self, tenant: TenantConfig) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
+        settings = self._settings_of(tenant)
+        return tuple(
+            (plugin, settings[plugin].events if plugin in settings else None) for plugin in tenant.plugins
+        )
+
+    def _handlers_matching(
+        self, event_type: str, filters: tuple[tuple[str, tuple[str, ...] | None], ...]
+    ) -> tuple[Handler, ...]:
         found: dict[tuple[str, str], Handler] = {}
-        for plugin in plugins:
+        for plugin, wanted in filters:
+            if wanted is not None and not matches(event_type, wanted):
+                continue
             for handler in self.handlers.get(plugin, ()):
-                pattern = handler.event_type
-                if pattern == event_type or ("*" in pattern and fnmatch.fnmatchcase(event_type, pattern)):
+                if matches(event_type, (handler.event_type,)):
                     # One run per (plugin, handler) even if several patterns match.
                     found.setdefault((plugin, handler.name), handler)
         return tuple(found.values())
@@ -151,42 +193,99 @@ class PluginHost:
         key = tenant.plugins
         relay = self._hook_relays.get(key)
         if relay is None:
-            relay = self._hook_relays[key] = _ScopedHooks(self.pm, set(tenant.plugins))
+            relay = self._hook_relays[key] = _ScopedHooks(self, set(tenant.plugins))
         return relay
 
+    def settings_for(self, tenant: TenantConfig, plugin: str) -> Any:
+        """The plugin's settings object for the tenant (None when it declares none).
+
+        Raises ConfigError when the tenant's table is invalid (`check_config` reports that
+        at start, so a running payhook never gets here with one).
+        """
+        read = self._settings_of(tenant).get(plugin)
+        if read is None:
+            return None
+        if read.problems:
+            raise ConfigError([f"{tenant.slug}: {problem}" for problem in read.problems])
+        return read.value
+
+    def _settings_of(self, tenant: TenantConfig) -> dict[str, PluginSettings]:
+        cached = self._tenant_settings.get(id(tenant))
+        if cached is not None and cached[0] is tenant:
+            return cached[1]
+        read = {
+            plugin: read_settings(
+                self.settings_classes.get(plugin),
+                tenant.config_for(plugin),
+                f"tenants.{tenant.slug}.plugin_config.{plugin}",
+            )
+            for plugin in tenant.plugins
+            if plugin in self.names
+        }
+        self._tenant_settings[id(tenant)] = (tenant, read)
+        return read
+
     def check_config(self, config: Config) -> None:
-        """Fail with one line per tenant that needs a plugin that is not usable."""
+        """Fail with every problem at once, one line each, naming the file and the key:
+        plugins a tenant enables that are not usable, and plugin settings that are not what
+        the plugin declares."""
         problems = []
         for tenant in config.tenants.values():
-            for index, name in enumerate(tenant.plugins):
-                if name in self.names:
-                    continue
-                key = f"{config.source}: tenants.{tenant.slug}.plugins[{index}]"
-                if name in self.load_errors:
-                    problems.append(
-                        f"{key}: plugin {name!r} failed to import ({self.load_errors[name]}); "
-                        "fix or reinstall it, or remove it from this tenant"
-                    )
-                elif name in self.disabled:
-                    problems.append(
-                        f"{key}: plugin {name!r} is disabled by {DISABLED_ENV}; "
-                        "re-enable it or remove it from this tenant"
-                    )
-                else:
-                    installed = ", ".join(sorted(self.names)) or "none"
-                    problems.append(
-                        f"{key}: unknown plugin {name!r} (installed: {installed}); "
-                        f"pip install payhook-{name} or remove it from this tenant"
-                    )
+            problems += self._unusable_plugins(tenant)
+            for plugin, read in self._settings_of(tenant).items():
+                problems += [*read.problems, *self._unhandled(tenant, plugin, read)]
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError([f"{config.source}: {problem}" for problem in problems])
+
+    def _unusable_plugins(self, tenant: TenantConfig) -> list[str]:
+        problems = []
+        for index, name in enumerate(tenant.plugins):
+            key = f"tenants.{tenant.slug}.plugins[{index}]"
+            if name in self.settings_errors:
+                problems.append(f"{key}: plugin {name!r} is broken: {self.settings_errors[name]}")
+            elif name in self.names:
+                continue
+            elif name in self.load_errors:
+                problems.append(
+                    f"{key}: plugin {name!r} failed to import ({self.load_errors[name]}); "
+                    "fix or reinstall it, or remove it from this tenant"
+                )
+            elif name in self.disabled:
+                problems.append(
+                    f"{key}: plugin {name!r} is disabled by {DISABLED_ENV}; "
+                    "re-enable it or remove it from this tenant"
+                )
+            else:
+                installed = ", ".join(sorted(self.names)) or "none"
+                problems.append(
+                    f"{key}: unknown plugin {name!r} (installed: {installed}); "
+                    f"pip install payhook-{name} or remove it from this tenant"
+                )
+        return problems
+
+    def _unhandled(self, tenant: TenantConfig, plugin: str, read: PluginSettings) -> list[str]:
+        """An exact event type in `events` that none of the plugin's handlers takes is a
+        mistake (a typo, or a type the plugin does not support): no run would ever come."""
+        patterns = [handler.event_type for handler in self.handlers.get(plugin, ())]
+        problems = []
+        for index, wanted in enumerate(read.events or ()):
+            if "*" in wanted or "?" in wanted or "[" in wanted or matches(wanted, patterns):
+                continue
+            handled = ", ".join(sorted(set(patterns))) or "none"
+            problems.append(
+                f"tenants.{tenant.slug}.plugin_config.{plugin}.events[{index}]: plugin {plugin!r} "
+                f"has no handler for {wanted!r}; it handles {handled}"
+            )
+        return problems
 
 
 class _ScopedHooks:
     """Like `pm.hook`, minus the plugins a tenant did not enable."""
 
-    def __init__(self, pm: pluggy.PluginManager, enabled: set[str]) -> None:
-        self._pm = pm
+    def __init__(self, host: PluginHost, enabled: set[str]) -> None:
+        # The host is how a HandlerContext, which holds this relay, finds its settings.
+        self._host = host
+        self._pm = host.pm
         self._enabled = enabled
         self._callers: dict[str, Any] = {}
 

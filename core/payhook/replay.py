@@ -210,7 +210,7 @@ def _missing_handlers(
             continue
         wanted = [
             handler
-            for handler in plugins.handlers_for(event.type, tenant.plugins)
+            for handler in plugins.handlers_for(event.type, tenant)
             if selection.plugin in (None, handler.plugin)
         ]
         rows = conn.execute(select(RUN.c.plugin, RUN.c.handler).where(RUN.c.event_id == event.id))

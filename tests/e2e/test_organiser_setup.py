@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payhook import Config
-from payhook.plugins import PluginHost
+from payhook import Config, PluginHost
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "organiser-setup.md"
 BUNDLED = {"registration", "disputes", "notify"}
@@ -57,13 +56,12 @@ def test_every_referenced_secret_is_in_the_secrets_file() -> None:
 
 
 def test_the_notify_settings_are_valid() -> None:
-    from payhook_notify.settings import load
-
-    environment = documented_environment()
-    config = Config.from_mapping(documented_config(), environ=environment)
+    config = Config.from_mapping(documented_config(), environ=documented_environment())
+    host = PluginHost()
+    host.check_config(config)  # every plugin's settings, as `payhook serve` checks them
     for tenant in config.tenants.values():
         if "notify" in tenant.plugins:
-            settings = load(tenant.config_for("notify"))  # payhook resolved its { "$env" = ... }
+            settings = host.settings_for(tenant, "notify")  # payhook resolved its { "$env" = ... }
             assert settings.url.startswith("https://")
 
 

@@ -11,7 +11,9 @@ import pytest
 import respx
 from notify_testkit import HOOK_URL, TENANT
 from payhook import ConfigError
-from payhook.testing import PayhookHarness, store_backends
+from payhook.testing import MakePayhook, PayhookHarness, store_backends
+
+import payhook_notify
 
 pytestmark = store_backends
 
@@ -58,12 +60,12 @@ def test_a_failed_payment_names_amount_reason_and_order(
     )
 
 
-def test_unlisted_events_post_nothing(
+def test_unlisted_events_get_no_run_and_post_nothing(
     make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
 ) -> None:
     harness = make_notifier(events=["charge.dispute.*"])
-    [run] = harness.send(stripe_event("payment_intent.succeeded"))
-    assert run.status == "succeeded"
+    # payhook filters by the tenant's `events` when the event arrives: no notify run at all.
+    assert harness.send(stripe_event("payment_intent.succeeded"), expect="ignored") == []
     assert not chat.calls
 
 
@@ -167,22 +169,48 @@ def test_a_missing_or_empty_environment_variable_stops_payhook_at_start(
 @pytest.mark.parametrize(
     ("settings", "error"),
     [
-        ({"url": "ftp://example.test"}, "plugin_config.notify.url must be an http(s) URL"),
-        ({"events": "charge.dispute.created"}, "plugin_config.notify.events must be a list"),
-        ({"timeout": 0}, "plugin_config.notify.timeout must be a number of seconds greater than 0"),
-        ({"channel": "#ops"}, "plugin_config.notify: unknown key(s) channel"),
+        ({"url": "ftp://example.test"}, "notify.url: must be an http(s) URL"),
+        ({"url": 5}, "notify.url: must be str, got 5"),
+        ({"events": "charge.dispute.created"}, "notify.events: must be a list of event types"),
+        ({"events": ["charge.dispute.created", ""]}, "notify.events[1]: must be an event type, got ''"),
+        ({"events": ["customer.created"]}, "notify.events[0]: plugin 'notify' has no handler for"),
+        ({"timeout": 0}, "notify.timeout: must be seconds, greater than 0, got 0.0"),
+        ({"timeout": "5"}, "notify.timeout: must be float, got '5'"),
+        ({"channel": "#ops"}, "notify.channel: unknown key; expected one of events, timeout, url"),
     ],
 )
-def test_a_configuration_mistake_is_dead_with_what_to_fix(
-    make_notifier: Callable[..., PayhookHarness],
-    chat: respx.MockRouter,
-    stripe_event: Events,
-    settings: dict[str, Any],
-    error: str,
+def test_a_configuration_mistake_stops_payhook_at_start_with_what_to_fix(
+    make_notifier: Callable[..., PayhookHarness], settings: dict[str, Any], error: str
 ) -> None:
-    harness = make_notifier(**settings)
-    event = stripe_event("charge.dispute.created")
-    [run] = harness.send(event)
-    assert run.status == "dead"
-    assert error in (run.last_error or "")
-    assert not chat.calls
+    with pytest.raises(ConfigError) as raised:
+        make_notifier(**settings)
+    [problem] = raised.value.problems
+    assert problem.startswith(f"<test config>: tenants.{TENANT}.plugin_config.{error}")
+
+
+def test_every_mistake_is_reported_at_once(make_notifier: Callable[..., PayhookHarness]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_notifier(url=5, timeout=-1, channel="#ops")
+    where = f"<test config>: tenants.{TENANT}.plugin_config.notify"
+    assert raised.value.problems == [
+        f"{where}.channel: unknown key; expected one of events, timeout, url",
+        f"{where}.url: must be str, got 5",
+    ]
+
+
+def test_a_tenant_without_a_url_cannot_start(make_payhook: MakePayhook) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_payhook({"notify": payhook_notify}, tenants={TENANT: {"plugins": ["notify"]}})
+    assert raised.value.problems == [
+        f"<test config>: tenants.{TENANT}.plugin_config.notify.url: missing; this setting has no default"
+    ]
+
+
+def test_handlers_get_the_settings_payhook_read(
+    make_notifier: Callable[..., PayhookHarness], chat: respx.MockRouter, stripe_event: Events
+) -> None:
+    route = chat.post(HOOK_URL).respond(200)
+    harness = make_notifier(events=["charge.refunded"], timeout=3)
+    [run] = harness.send(stripe_event("charge.refunded.full"))
+    assert run.status == "succeeded"
+    assert route.calls.last.request.extensions["timeout"]["read"] == 3.0

@@ -5,11 +5,17 @@ from __future__ import annotations
 from payhook import PluginHost, Register, hookimpl
 
 from . import handlers, hookspecs
+from .settings import Settings
 
 
 @hookimpl
 def startup(host: PluginHost) -> None:
     host.add_hookspecs(hookspecs)  # payhook ignores a repeat (an app started twice)
+
+
+@hookimpl
+def plugin_settings() -> type[Settings]:
+    return Settings
 
 
 @hookimpl

@@ -7,11 +7,17 @@ from sqlmodel import Session
 
 from . import checkout, hookspecs, lookup, payments, refunds
 from .models import Order
+from .settings import Settings
 
 
 @hookimpl
 def startup(host: PluginHost) -> None:
     host.add_hookspecs(hookspecs)  # payhook ignores a repeat (an app started twice)
+
+
+@hookimpl
+def plugin_settings() -> type[Settings]:
+    return Settings
 
 
 @hookimpl
