@@ -303,3 +303,43 @@ def test_a_declared_events_default_is_the_filter(make_payhook: MakePayhook, stri
     [run] = harness.send(stripe_event("charge.refunded.full"))
     assert run.status == "succeeded"
     assert shop.seen == [("charge.refunded", Refunds())]
+
+
+def test_a_secret_left_unset_by_a_command_that_needs_none_is_not_a_mistake() -> None:
+    """`payhook db upgrade` loads the file without secrets: an unset `$env` is None there."""
+    table = {"currency": {"$env": "SHOP_CURRENCY"}, "address": {"city": {"$env": "SHOP_CITY"}}}
+    config = Config.from_mapping(
+        {
+            "tenants": {
+                "conf": {
+                    "webhook_secrets": ["whsec_x"],
+                    "plugins": ["shop"],
+                    "plugin_config": {"shop": table},
+                }
+            }
+        },
+        environ={},
+        require_secrets=False,
+    )
+    host = PluginHost({"shop": Shop()})
+    host.check_config(config)  # nothing to report: the values are only unknown here
+    assert host.settings_for(config.tenants["conf"], "shop") is None
+
+    table["seats"] = "many"  # what can be checked still is
+    config = Config.from_mapping(
+        {
+            "tenants": {
+                "conf": {
+                    "webhook_secrets": ["whsec_x"],
+                    "plugins": ["shop"],
+                    "plugin_config": {"shop": table},
+                }
+            }
+        },
+        environ={},
+        require_secrets=False,
+        source="site.toml",
+    )
+    with pytest.raises(ConfigError) as raised:
+        PluginHost({"shop": Shop()}).check_config(config)
+    assert raised.value.problems == [f"site.toml: {WHERE}.seats: must be int, got 'many'"]

@@ -191,14 +191,46 @@ def db() -> None:
 @db.command()
 @config_option
 def upgrade(config_path: str) -> None:
-    """Apply the core's and installed plugins' migrations."""
+    """Check the configuration as `serve` does, then apply the core's and installed plugins'
+    migrations, naming each revision applied."""
+    from .plugins import PluginHost
+
     config = _load(config_path, require_secrets=False)
-    store = Store(config.database)
+    with _config_errors():
+        # The plugins a tenant names must be installed for their tables to be created: the
+        # same check, and the same message, as `payhook serve`.
+        PluginHost().check_config(config)
+    # No store timeout: a migration may rightly take longer than any ingest write.
+    store = Store(config.database, timeout=None)
     try:
-        migrations.upgrade(store.engine)
+        applied = _apply_migrations(store)
     finally:
         store.dispose()
-    click.echo("database is up to date")
+    for revision in applied:
+        click.echo(f"applied {revision.revision}: {revision.doc}")
+    if not applied:
+        click.echo("database is up to date; no migrations were needed")
+
+
+def _apply_migrations(store: Store) -> list[Any]:
+    """Upgrade every branch to its head; the revisions that were applied, oldest first."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    locations = migrations.plugin_version_locations()
+    script = ScriptDirectory.from_config(migrations.alembic_config(store.engine, locations))
+
+    def applied() -> set[str]:
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": migrations.VERSION_TABLE})
+            heads = context.get_current_heads()
+        return {revision.revision for revision in script.iterate_revisions(heads, "base")} if heads else set()
+
+    before = applied()
+    migrations.upgrade(store.engine)
+    new = applied() - before
+    # walk_revisions goes from the heads down; reversed, each comes after what it revises.
+    return [revision for revision in reversed(list(script.walk_revisions())) if revision.revision in new]
 
 
 @main.group()

@@ -74,9 +74,11 @@ def read_settings(cls: type | None, table: Mapping[str, Any], where: str) -> Plu
     passes_events = declares_events and not reader.problems
     own = dict(table) if passes_events else {k: v for k, v in table.items() if k != EVENTS_KEY}
     value = reader.settings(cls, own, where)
-    if declares_events and events is None and value is not _INVALID:
+    if value is _INVALID or value is _UNRESOLVED:
+        return PluginSettings(None, events, tuple(reader.problems))
+    if declares_events and events is None:
         events = _declared_events(getattr(value, EVENTS_KEY, None))
-    return PluginSettings(None if value is _INVALID else value, events, tuple(reader.problems))
+    return PluginSettings(value, events, tuple(reader.problems))
 
 
 def _declared_events(value: Any) -> tuple[str, ...] | None:
@@ -98,6 +100,10 @@ class _Absent:
 
 _ABSENT: Any = _Absent()
 _INVALID: Any = object()  # a value already reported as a problem
+# A value that is None: a `{ "$env" = ... }` left unset by a command that loads the file
+# without secrets (`payhook db upgrade`). TOML has no null, so nothing else is None. What
+# holds one is checked as far as it can be, and not built.
+_UNRESOLVED: Any = object()
 
 
 class _Reader:
@@ -109,11 +115,13 @@ class _Reader:
         return _INVALID
 
     def events(self, raw: Any, key: str) -> tuple[str, ...] | None:
-        if raw is _ABSENT:
+        if raw is _ABSENT or raw is None:
             return None
         if not isinstance(raw, list):
             example = '["charge.dispute.*"]'
             return self._no_events(key, f"must be a list of event types, e.g. {example}, got {_shown(raw)}")
+        if None in raw:
+            return None
         for index, item in enumerate(raw):
             if not isinstance(item, str) or not item.strip():
                 return self._no_events(f"{key}[{index}]", f"must be an event type, got {_shown(item)}")
@@ -140,7 +148,7 @@ class _Reader:
             expected = f"one of {', '.join(sorted(declared))}" if declared else "none: it has no settings"
             self.problem(f"{where}.{name}", f"unknown key; expected {expected}")
         values: dict[str, Any] = {}
-        invalid = bool(unknown)
+        invalid, unresolved = bool(unknown), False
         for name, item in declared.items():
             key = f"{where}.{name}"
             if name not in table:
@@ -150,12 +158,13 @@ class _Reader:
                     self.problem(key, "missing; this setting has no default")
                 continue
             value = self.value(hints[name], table[name], key)
-            if value is _INVALID:
-                invalid = True
-            else:
-                values[name] = value
+            invalid = invalid or value is _INVALID
+            unresolved = unresolved or value is _UNRESOLVED
+            values[name] = value
         if invalid:
             return _INVALID
+        if unresolved:
+            return _UNRESOLVED
         return self.construct(cls, values, where)
 
     def construct(self, cls: type, values: dict[str, Any], where: str) -> Any:
@@ -174,6 +183,8 @@ class _Reader:
             self.problem(f"{where}.{name}", f"unknown key; expected one of {', '.join(sorted(known))}")
         if unknown:
             return _INVALID
+        if _holds_none(table):
+            return _UNRESOLVED
         try:
             return cls.model_validate(dict(table))
         except InvalidSetting as exc:
@@ -188,7 +199,9 @@ class _Reader:
             return _INVALID
 
     def value(self, hint: Any, raw: Any, key: str) -> Any:
-        """`raw` read as `hint`, or _INVALID once reported."""
+        """`raw` read as `hint`, or _INVALID once reported (_UNRESOLVED for None)."""
+        if raw is None:
+            return _UNRESOLVED
         if hint is Any or hint is object:
             return raw
         origin = get_origin(hint)
@@ -238,7 +251,7 @@ class _Reader:
         args = get_args(hint)
         item_hint = args[1] if len(args) == 2 else Any
         values = {name: self.value(item_hint, item, f"{key}.{name}") for name, item in raw.items()}
-        return _INVALID if _INVALID in values.values() else values
+        return _worst(list(values.values())) or values
 
     def collection(self, origin: type, args: tuple[Any, ...], raw: Any, key: str) -> Any:
         if not isinstance(raw, list):
@@ -253,13 +266,30 @@ class _Reader:
             self.value(hint, item, f"{key}[{index}]")
             for index, (hint, item) in enumerate(zip(hints, raw, strict=True))
         ]
-        if any(item is _INVALID for item in items):
-            return _INVALID
+        if _worst(items):
+            return _worst(items)
         if origin is set:
             return set(items)
         if issubclass(origin, AbstractSet):
             return frozenset(items)
         return items if origin is list else tuple(items)
+
+
+def _worst(values: list[Any]) -> Any:
+    """_INVALID if any of `values` is, else _UNRESOLVED if any is, else None."""
+    if any(value is _INVALID for value in values):
+        return _INVALID
+    if any(value is _UNRESOLVED for value in values):
+        return _UNRESOLVED
+    return None
+
+
+def _holds_none(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any(_holds_none(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_none(item) for item in value)
+    return value is None
 
 
 def _describe(hint: Any) -> str:
