@@ -14,6 +14,7 @@ from .currency import UnknownCurrency, from_minor_units, quantize, to_minor_unit
 from .events import Event
 from .hookspecs import hookimpl, hookspec
 from .models import RunStatus, UTCDateTime, utcnow
+from .operator import create_operator_app
 from .plugins import PluginHost
 from .settings import InvalidSetting
 from .store import StoreUnavailable
@@ -41,6 +42,7 @@ __all__ = [
     "UTCDateTime",
     "UnknownCurrency",
     "create_app",
+    "create_operator_app",
     "from_minor_units",
     "hookimpl",
     "hookspec",

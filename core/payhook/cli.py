@@ -130,6 +130,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .operator import with_operator
     from .serving import uvicorn_options
 
     _configure_logging(log_level)
@@ -138,6 +139,7 @@ def serve(
         # An embedded SQLite file is ours to keep current; a shared PostgreSQL is upgraded
         # on purpose, with `payhook db upgrade`, before new code is rolled out.
         app = create_app(config, migrate=config.database.is_sqlite, run_worker=worker)
+    app = with_operator(app, config)  # also serves [operator], when configured
     # "auto" picks uvloop when installed (uvicorn[standard]); the parser is chosen by --http.
     uvicorn.run(
         app,

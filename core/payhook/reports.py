@@ -502,11 +502,11 @@ def activity(store: Store, now: datetime, hours: int = 24, tenant: str | None = 
             EVENT, and_(EVENT.c.id == RUN.c.event_id, EVENT.c.tenant == tenant)
         )
     with store.engine.connect() as conn:
-        delivered: dict[str, int] = dict(conn.execute(deliveries.group_by(received_hour)).tuples().all())
-        failed: dict[str, int] = dict(conn.execute(failures.group_by(failed_hour)).tuples().all())
+        delivered = {row[0]: int(row[1]) for row in conn.execute(deliveries.group_by(received_hour))}
+        failed = {row[0]: int(row[1]) for row in conn.execute(failures.group_by(failed_hour))}
     hours_ = [start + timedelta(hours=i) for i in range(hours)]
     return [
-        HourlyActivity(hour, int(delivered.get(_hour_key(hour), 0)), int(failed.get(_hour_key(hour), 0)))
+        HourlyActivity(hour, delivered.get(_hour_key(hour), 0), failed.get(_hour_key(hour), 0))
         for hour in hours_
     ]
 

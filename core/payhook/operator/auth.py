@@ -1,0 +1,87 @@
+"""Who may use the operator app: the holder of `[operator] token`.
+
+Scripts send it as `Authorization: Bearer <token>`. People type it once into the login form
+and get a session cookie (Secure, HttpOnly, SameSite=Strict) for SESSION_SECONDS. The
+cookie holds no secret: it is an expiry time and a random nonce, signed with a key derived
+from the token, so changing the token ends every session, and nothing is kept server-side.
+A form that changes something (replay, logout) also carries a CSRF token derived from the
+session's nonce; bearer requests need none, since a browser never adds that header itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+__all__ = ["SESSION_COOKIE", "SESSION_SECONDS", "Auth", "Visitor"]
+
+SESSION_COOKIE = "payhook_operator"
+SESSION_SECONDS = 12 * 3600
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """An authenticated request: by bearer token, or by a session with its CSRF token."""
+
+    via: str  # "bearer" or "session"
+    csrf: str | None = None
+
+
+class Auth:
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._key = hmac.new(self._token, b"payhook operator session", hashlib.sha256).digest()
+
+    def __repr__(self) -> str:
+        return "Auth(<token>)"
+
+    def token_matches(self, candidate: str) -> bool:
+        return hmac.compare_digest(candidate.encode(), self._token)
+
+    def new_session(self, now: float | None = None) -> str:
+        expires = int(now if now is not None else time.time()) + SESSION_SECONDS
+        nonce = secrets.token_urlsafe(16)
+        return f"{expires}.{nonce}.{self._sign(f'{expires}.{nonce}')}"
+
+    def session_nonce(self, cookie: str, now: float | None = None) -> str | None:
+        """The nonce of a valid, unexpired session cookie; None for anything else."""
+        expires, _, rest = cookie.partition(".")
+        nonce, _, signature = rest.partition(".")
+        if not (expires.isdigit() and nonce and signature):
+            return None
+        if not hmac.compare_digest(signature, self._sign(f"{expires}.{nonce}")):
+            return None
+        if int(expires) < (now if now is not None else time.time()):
+            return None
+        return nonce
+
+    def csrf_for(self, nonce: str) -> str:
+        return self._sign(f"csrf.{nonce}")
+
+    def identify(self, request: Request) -> Visitor | None:
+        """Who sent `request`, or None when it carries neither the token nor a session."""
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip() and self.token_matches(credentials.strip()):
+            return Visitor("bearer")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        nonce = self.session_nonce(cookie) if cookie else None
+        if nonce is not None:
+            return Visitor("session", self.csrf_for(nonce))
+        return None
+
+    def csrf_ok(self, visitor: Visitor, submitted: str | None) -> bool:
+        if visitor.via == "bearer":
+            return True
+        return (
+            visitor.csrf is not None
+            and submitted is not None
+            and hmac.compare_digest(visitor.csrf, submitted)
+        )
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()

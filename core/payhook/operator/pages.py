@@ -1,0 +1,273 @@
+"""The operator app's endpoints: pages, the replay action, login and logout, and metrics.
+
+Every endpoint but the login form itself is wrapped in `guarded`: without the token (a
+bearer header or a session cookie) it answers 401, a page with the login form for people.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from ..config import Config
+from ..models import utcnow
+from ..replay import ReplaySelection, replay
+from ..reports import (
+    EVENT_STATUSES,
+    EventFilter,
+    activity,
+    find_events,
+    list_events,
+    problem_runs,
+    tenant_health,
+)
+from ..store import Store
+from .auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor
+from .chart import hourly_chart
+
+__all__ = [
+    "OperatorState",
+    "event_page",
+    "events_page",
+    "login",
+    "logout",
+    "metrics",
+    "overview",
+    "replay_run",
+]
+
+log = logging.getLogger("payhook.operator")
+
+# Forms are a token, a run id and a CSRF token: anything bigger is not ours.
+MAX_FORM_BYTES = 16 * 1024
+RECENT_PER_TENANT = 10
+
+
+@dataclass
+class OperatorState:
+    config: Config
+    store: Store
+    auth: Auth
+    templates: Jinja2Templates
+    registry: CollectorRegistry
+    # Called after a replay, to wake an in-process worker at once (None: it polls).
+    wake_worker: Callable[[], None] | None = None
+
+
+Page = Callable[[Request], Awaitable[Response]]
+Guarded = Callable[[Request, Visitor], Awaitable[Response]]
+
+
+def _state(request: Request) -> OperatorState:
+    state: OperatorState = request.app.state.operator
+    return state
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    state = _state(request)
+    response: HTMLResponse = state.templates.TemplateResponse(
+        request,
+        template,
+        {"nonce": request.scope.get("payhook_csp_nonce", ""), **context},
+        status_code=status_code,
+    )
+    return response
+
+
+def guarded(endpoint: Guarded) -> Page:
+    """401 unless the request carries the token; for POSTs from a session, a CSRF token too."""
+
+    @functools.wraps(endpoint)
+    async def checked(request: Request) -> Response:
+        visitor = _state(request).auth.identify(request)
+        if visitor is None:
+            return unauthorized(request)
+        return await endpoint(request, visitor)
+
+    return checked
+
+
+def unauthorized(request: Request, message: str | None = None) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="payhook operator"'}
+    if request.url.path.endswith("/metrics") or "text/html" not in request.headers.get("accept", ""):
+        return PlainTextResponse("401: the operator token is required\n", status_code=401, headers=headers)
+    response = render(request, "login.html", status_code=401, message=message)
+    response.headers.update(headers)
+    return response
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (the first value of each); {} when it is not one."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+def local_path(request: Request, candidate: str | None, fallback: str) -> str:
+    """`candidate` if it is a path of this app (never another site), else `fallback`'s path."""
+    root = request.url_for(fallback).path
+    if candidate and candidate.startswith("/") and not candidate.startswith("//") and "\\" not in candidate:
+        return candidate
+    return root
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+@guarded
+async def overview(request: Request, visitor: Visitor) -> Response:
+    state = _state(request)
+    now = utcnow()
+
+    def read() -> dict[str, Any]:
+        return {
+            "health": tenant_health(state.store, state.config, now),
+            "chart": hourly_chart(activity(state.store, now)),
+            "problems": problem_runs(state.store),
+            "recent": {
+                slug: list_events(state.store, EventFilter(tenant=slug, limit=RECENT_PER_TENANT))
+                for slug in sorted(state.config.tenants)
+            },
+        }
+
+    data = await run_in_threadpool(read)
+    return render(
+        request,
+        "overview.html",
+        visitor=visitor,
+        now=now,
+        replayed=request.query_params.get("replayed"),
+        **data,
+    )
+
+
+@guarded
+async def events_page(request: Request, visitor: Visitor) -> Response:
+    state = _state(request)
+    params = request.query_params
+    status = params.get("status") or None
+    tenant = params.get("tenant") or None
+    selection = EventFilter(
+        tenant=tenant if tenant in state.config.tenants else None,
+        type=params.get("type") or None,
+        status=status if status in EVENT_STATUSES else None,
+        limit=100,
+    )
+    found = await run_in_threadpool(list_events, state.store, selection)
+    return render(
+        request,
+        "events.html",
+        visitor=visitor,
+        events=found,
+        selection=selection,
+        tenants=sorted(state.config.tenants),
+        statuses=EVENT_STATUSES,
+    )
+
+
+@guarded
+async def event_page(request: Request, visitor: Visitor) -> Response:
+    state = _state(request)
+    tenant = request.path_params["tenant"]
+    event_id = request.path_params["event_id"]
+    found = await run_in_threadpool(find_events, state.store, event_id, tenant)
+    if not found:
+        return render(
+            request, "missing.html", status_code=404, visitor=visitor, event_id=event_id, tenant=tenant
+        )
+    return render(
+        request,
+        "event.html",
+        visitor=visitor,
+        event=found[0],
+        replayed=request.query_params.get("replayed"),
+    )
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+@guarded
+async def replay_run(request: Request, visitor: Visitor) -> Response:
+    """Re-arm one failed or dead run (the replay button)."""
+    state = _state(request)
+    form = await read_form(request)
+    if not state.auth.csrf_ok(visitor, form.get("csrf")):
+        return PlainTextResponse("403: the form is stale; reload the page and try again\n", status_code=403)
+    run = form.get("run", "")
+    if not run.isdigit():
+        return PlainTextResponse("400: which run? (a run id is required)\n", status_code=400)
+    who = "operator:web" if visitor.via == "session" else "operator:api"
+    result = await run_in_threadpool(
+        functools.partial(replay, state.store, ReplaySelection(run_id=int(run)), requested_by=who)
+    )
+    if result.rearmed and state.wake_worker is not None:
+        state.wake_worker()
+    log.info("run %s replayed by %s: %d re-armed", run, who, result.rearmed)
+    back = local_path(request, form.get("back"), "overview")
+    separator = "&" if "?" in back else "?"
+    return RedirectResponse(f"{back}{separator}replayed={result.rearmed}", status_code=303)
+
+
+async def login(request: Request) -> Response:
+    """GET: the form. POST: check the token, start a session, go to the overview."""
+    state = _state(request)
+    if request.method == "GET":
+        if state.auth.identify(request) is not None:
+            return RedirectResponse(request.url_for("overview").path, status_code=303)
+        return render(request, "login.html", message=None)
+    form = await read_form(request)
+    if not state.auth.token_matches(form.get("token", "")):
+        log.warning("operator login refused: wrong token")
+        return render(request, "login.html", status_code=401, message="That is not the operator token.")
+    response = RedirectResponse(request.url_for("overview").path, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        state.auth.new_session(),
+        max_age=SESSION_SECONDS,
+        path=_cookie_path(request),
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@guarded
+async def logout(request: Request, visitor: Visitor) -> Response:
+    form = await read_form(request)
+    if not _state(request).auth.csrf_ok(visitor, form.get("csrf")):
+        return PlainTextResponse("403: the form is stale; reload the page and try again\n", status_code=403)
+    response = RedirectResponse(request.url_for("login").path, status_code=303)
+    response.delete_cookie(
+        SESSION_COOKIE, path=_cookie_path(request), secure=True, httponly=True, samesite="strict"
+    )
+    return response
+
+
+def _cookie_path(request: Request) -> str:
+    # The app's own root, so a host that mounts it under a prefix keeps the cookie there.
+    return request.url_for("overview").path
+
+
+@guarded
+async def metrics(request: Request, _visitor: Visitor) -> Response:
+    registry = _state(request).registry
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
