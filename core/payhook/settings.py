@@ -148,7 +148,7 @@ class _Reader:
             expected = f"one of {', '.join(sorted(declared))}" if declared else "none: it has no settings"
             self.problem(f"{where}.{name}", f"unknown key; expected {expected}")
         values: dict[str, Any] = {}
-        invalid, unresolved = bool(unknown), False
+        invalid = unresolved = False
         for name, item in declared.items():
             key = f"{where}.{name}"
             if name not in table:
@@ -165,7 +165,9 @@ class _Reader:
             return _INVALID
         if unresolved:
             return _UNRESOLVED
-        return self.construct(cls, values, where)
+        # Built even beside an unknown key, so that its own checks are reported too.
+        built = self.construct(cls, values, where)
+        return _INVALID if unknown else built
 
     def construct(self, cls: type, values: dict[str, Any], where: str) -> Any:
         try:
