@@ -40,13 +40,19 @@ def event_id(body: bytes) -> str:
     return str(json.loads(body)["id"])
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 120, what: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float = 45,
+    what: str = "condition",
+    state: Callable[[], Any] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    seen = f"; last seen: {state()!r}" if state is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{seen}")
 
 
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
@@ -86,7 +92,7 @@ def test_two_servers_three_workers_every_event_twice(
 ) -> None:
     config = write_config(tmp_path, payhook_database_url, {"concurrency": 4})
     upgrade(config)
-    bodies = events(2000)
+    bodies = events(1000)
     with payhook_processes(config) as processes:
         servers = [processes.serve(), processes.serve()]
         for _ in range(3):
@@ -94,10 +100,10 @@ def test_two_servers_three_workers_every_event_twice(
         # Each event goes to both servers; the two copies are interleaved so they race.
         deliveries = [(f"{server}/conf", body) for body in bodies for server in servers]
         statuses = post_all(deliveries, concurrency=32)
-        assert Counter(status for _, status in statuses) == {200: 4000}
-        wait_until(lambda: run_counts(engine) == {"succeeded": 2000}, what="every run to succeed")
+        assert Counter(status for _, status in statuses) == {200: 2000}
+        wait_until(lambda: run_counts(engine) == {"succeeded": 1000}, what="every run to succeed")
 
-    assert scalar(engine, "SELECT count(*) FROM payhook_event") == 2000
+    assert scalar(engine, "SELECT count(*) FROM payhook_event") == 1000
     per_event = effects_per_event(engine)
     assert set(per_event) == {event_id(body) for body in bodies}
     assert set(per_event.values()) == {1}
@@ -133,7 +139,14 @@ def test_kill_9_mid_transaction_is_reclaimed_after_the_lease(
 
 
 def test_connections_cut_during_a_burst(tmp_path: Path, payhook_database_url: str, engine: Any) -> None:
-    config = write_config(tmp_path, payhook_database_url, {"concurrency": 4})
+    # Runs that lose their connection are retried, and one whose claim or last write was cut
+    # is reclaimed after its lease: short backoffs and leases keep the test inside its time
+    # limit (the defaults are 10 s doubling, and 60 s).
+    config = write_config(
+        tmp_path,
+        payhook_database_url,
+        {"concurrency": 4, "backoff_base": 0.2, "backoff_cap": 1.0, "lease_seconds": 3},
+    )
     upgrade(config)
     database = engine.url.database
     bodies = events(600)
@@ -174,7 +187,9 @@ def test_connections_cut_during_a_burst(tmp_path: Path, payhook_database_url: st
         # Stripe would retry the 503s; the 200s must be stored and, in time, processed once.
         wait_until(
             lambda: set(run_counts(engine)) == {"succeeded"} and accepted <= set(effects_per_event(engine)),
+            timeout=40,
             what="the accepted events to be processed after the cuts",
+            state=lambda: run_counts(engine),
         )
     per_event = effects_per_event(engine)
     assert all(per_event[stripe_id] == 1 for stripe_id in accepted)

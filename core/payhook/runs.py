@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, or_, select, union_all, update
 from sqlalchemy.sql import ColumnElement
 
 from .compiled import Compiled, insert_keys
@@ -180,12 +180,19 @@ class Runs:
 
         self._create = compile_(RUN.insert(), insert_keys(RUN))
         expired = and_(RUN.c.status == S.RUNNING.value, RUN.c.lease_expires_at < _time("b_now"))
-        due_now = and_(status_in(DUE), RUN.c.next_attempt_at <= _time("b_now"))
-        self._claim_due = self._claim_statements(compile_, or_(due_now, expired))
+        # One branch per status, each an index range scan of (status, next_attempt_at): an
+        # OR across statuses would read every waiting run on each claim.
+        self._claim_due = self._claim_statements(
+            compile_,
+            [
+                *(and_(RUN.c.status == status, RUN.c.next_attempt_at <= _time("b_now")) for status in DUE),
+                expired,
+            ],
+        )
         # One event's waiting runs whatever their schedule (inline mode and tests want them now).
         self._claim_event = self._claim_statements(
             compile_,
-            and_(RUN.c.event_id == bindparam("b_event_id"), or_(status_in(DUE), expired)),
+            [and_(RUN.c.event_id == bindparam("b_event_id"), or_(status_in(DUE), expired))],
         )
         self._renew = compile_(
             update(RUN).where(_guard("renew_lease")).values(lease_expires_at=_time("b_until"))
@@ -299,8 +306,33 @@ class Runs:
 
     # -- claim -------------------------------------------------------------------------
 
-    def _claim_statements(self, compile_: Any, due: ColumnElement[bool]) -> tuple[Compiled, Compiled | None]:
-        """The claim as (pick, mark) on SQLite, or (one statement, None) on PostgreSQL."""
+    def _claim_statements(
+        self, compile_: Any, branches: list[ColumnElement[bool]]
+    ) -> tuple[Compiled, Compiled | None]:
+        """The claim as (pick, mark) on SQLite, or (one statement, None) on PostgreSQL.
+
+        Each branch picks up to `b_limit` runs oldest first; of all of them, the oldest
+        `b_limit` are claimed.
+        """
+        lock = not self.is_sqlite
+        parts = []
+        for index, where in enumerate(branches):
+            part = (
+                select(RUN.c.id, RUN.c.status, RUN.c.next_attempt_at)
+                .where(where)
+                .order_by(RUN.c.next_attempt_at, RUN.c.id)
+                .limit(bindparam("b_limit"))
+            )
+            # PostgreSQL: concurrent workers skip each other's rows instead of queueing.
+            parts.append(
+                part.with_for_update(skip_locked=True).cte(f"due{index}") if lock else part.subquery()
+            )
+        due = union_all(*(select(part) for part in parts)).subquery("due") if len(parts) > 1 else parts[0]
+        pick = (
+            select(due.c.id, due.c.status)
+            .order_by(due.c.next_attempt_at, due.c.id)
+            .limit(bindparam("b_limit"))
+        )
         mark = {
             "status": S.RUNNING.value,
             "attempts": RUN.c.attempts + 1,
@@ -321,12 +353,6 @@ class Runs:
         if self.is_sqlite:
             # One writer holds the lock for both statements; the pick reads the old status.
             # SQLite's RETURNING cannot name another table, but a scalar subquery may.
-            pick = (
-                select(RUN.c.id, RUN.c.status)
-                .where(due)
-                .order_by(RUN.c.next_attempt_at, RUN.c.id)
-                .limit(bindparam("b_limit"))
-            )
             marked = (
                 update(RUN)
                 .where(RUN.c.id.in_(select(pick.subquery().c.id)))
@@ -334,20 +360,13 @@ class Runs:
                 .returning(*returned, *(_event_column(name) for name in EVENT_COLUMNS))
             )
             return compile_(pick), compile_(marked)
-        # PostgreSQL: one round trip; concurrent workers skip each other's rows.
-        picked = (
-            select(RUN.c.id, RUN.c.status.label("was"))
-            .where(due)
-            .order_by(RUN.c.next_attempt_at, RUN.c.id)
-            .limit(bindparam("b_limit"))
-            .with_for_update(skip_locked=True)
-            .cte("picked")
-        )
+        # PostgreSQL: one round trip.
+        picked = pick.cte("picked")
         statement = (
             update(RUN)
             .where(RUN.c.id == picked.c.id, EVENT.c.id == RUN.c.event_id)
             .values(**mark)
-            .returning(*returned, *(EVENT.c[name] for name in EVENT_COLUMNS), picked.c.was)
+            .returning(*returned, *(EVENT.c[name] for name in EVENT_COLUMNS), picked.c.status)
         )
         return compile_(statement), None
 

@@ -1,13 +1,21 @@
-"""The worker loop: claim due runs and execute them on a bounded thread pool."""
+"""The worker: a claiming thread and `concurrency` runner threads, steered from asyncio.
+
+Runs never pass through the event loop: the claimer fills a queue that the runners drain,
+and a finished run wakes the claimer directly. The loop only starts, stops and nudges it
+(`notify()` after ingest stored new runs), so a worker inside `payhook serve` costs the
+receiver nothing per run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from collections import deque
+from collections.abc import Callable
 
-from .processing import Processor, RunOutcome
+from .processing import Processor
 from .runs import ClaimedRun
 from .store import StoreUnavailable
 
@@ -21,12 +29,11 @@ HAND_BACK_TIMEOUT = 5.0
 
 
 class Worker:
-    """Keeps up to `concurrency` handler runs going; wakes early when ingest says so.
+    """Keeps up to `concurrency` handler runs going; wakes early when told new runs are due.
 
-    It holds up to twice `concurrency` claimed runs: the second half waits in the thread
-    pool's queue, so a thread that finishes starts the next run at once, and claims are made
-    a batch at a time rather than one run per finished run. `run()` may be called again
-    after `stop()`; cancelling it ends it at once, wherever it waits.
+    It holds up to twice `concurrency` claimed runs: the second half waits in the queue, so
+    a runner that finishes starts the next run at once, and claims are made a batch at a
+    time. `run()` may be called again after `stop()`; cancelling it ends it at once.
     """
 
     def __init__(
@@ -36,105 +43,137 @@ class Worker:
         concurrency: int,
         batch_size: int,
         poll_interval: float,
+        listen: Callable[[threading.Event, threading.Event], None] | None = None,
+        pause: Callable[[], float] | None = None,
     ) -> None:
         self.processor = processor
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.poll_interval = poll_interval
-        self._executor: ThreadPoolExecutor | None = None
-        self._claims: ThreadPoolExecutor | None = None
-        self._active: dict[asyncio.Future[RunOutcome], tuple[Future[RunOutcome], ClaimedRun]] = {}
-        self._wake: asyncio.Event | None = None
-        self._stopping = False
+        # listen(wake, stop): blocks, setting `wake` whenever new runs may be due (PostgreSQL
+        # LISTEN), until `stop` is set.
+        self._listen = listen
+        # pause(): seconds a runner should wait before starting a run (the receiver in the
+        # same process is busy answering deliveries); 0 when idle.
+        self._pause = pause
+        self._condition = threading.Condition()
+        self._queue: deque[ClaimedRun] = deque()
+        self._running: dict[int, ClaimedRun] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._stopped: asyncio.Event | None = None
+        self._threads: list[threading.Thread] = []
 
     def notify(self) -> None:
-        """New runs may be due (call from the event loop's thread)."""
-        if self._wake is not None:
-            self._wake.set()
+        """New runs may be due (safe from any thread)."""
+        self._wake.set()
 
     async def run(self) -> None:
-        self._stopping = False
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="payhook-run")
-        self._claims = ThreadPoolExecutor(1, thread_name_prefix="payhook-claim")
+        """Run until `stop()`; cancelling this ends it at once (running handlers finish)."""
+        self._stop.clear()
+        self._stopped = asyncio.Event()
+        self._threads = [
+            threading.Thread(target=self._claimer, name="payhook-claim", daemon=True),
+            *(
+                threading.Thread(target=self._runner, name=f"payhook-run-{index}", daemon=True)
+                for index in range(self.concurrency)
+            ),
+        ]
+        if self._listen is not None:
+            listener = threading.Thread(
+                target=self._listen, args=(self._wake, self._stop), name="payhook-listen", daemon=True
+            )
+            self._threads.append(listener)
+        for thread in self._threads:
+            thread.start()
         try:
-            await self._loop()
-        finally:
-            if not self._stopping:
-                # Cancelled without stop(): runs still queued go back; running ones finish
-                # in their threads or are reclaimed after their lease.
-                self._release_queued_in_background()
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._claims.shutdown(wait=False)
+            await self._stopped.wait()
+        except asyncio.CancelledError:
+            # Cancelled without stop(): queued runs go back; running ones finish in their
+            # threads, or are reclaimed after their lease.
+            self._halt()
+            self._release_in_background(self._take_queued())
+            raise
 
-    async def _loop(self) -> None:
-        assert self._wake is not None and self._claims is not None and self._executor is not None
-        loop = asyncio.get_running_loop()
+    # -- threads -----------------------------------------------------------------------
+
+    def _claimer(self) -> None:
         outage = 0.0
-        while not self._stopping:
+        while not self._stop.is_set():
             # Cleared before claiming, so a notify that arrives during the claim is kept.
             self._wake.clear()
-            held = len(self._active)
+            with self._condition:
+                held = len(self._queue) + len(self._running)
             wanted = min(2 * self.concurrency - held, self.batch_size) if held <= self.concurrency else 0
             claimed: list[ClaimedRun] = []
             if wanted > 0:
-                claiming = loop.run_in_executor(self._claims, self.processor.claim, wanted)
                 try:
-                    # Shielded: if we are cancelled mid-claim, the claim still ends, and what
-                    # it took is given back rather than left running until its lease expires.
-                    claimed = await asyncio.shield(claiming)
+                    claimed = self.processor.claim(wanted)
                     outage = 0.0
                 except StoreUnavailable as exc:
                     outage = min(MAX_OUTAGE_BACKOFF, max(self.poll_interval, outage * 2))
                     log.warning("store unavailable (%s); next claim in %.1fs", exc, outage)
-                    await self._sleep(outage)
+                    self._stop.wait(outage)
                     continue
-                except asyncio.CancelledError:
-                    claiming.add_done_callback(self._release_orphaned_claim)
-                    raise
-            if self._stopping:
-                self._release_in_background(claimed)
+                except Exception:
+                    log.exception("claiming runs failed; trying again after the poll interval")
+            if claimed:
+                with self._condition:
+                    if self._stop.is_set():
+                        self._release_in_background(claimed)
+                        return
+                    self._queue.extend(claimed)
+                    self._condition.notify(len(claimed))
+                if len(claimed) == wanted:
+                    continue  # there may be more due right now
+            self._wake.wait(self.poll_interval)
+
+    def _runner(self) -> None:
+        me = threading.get_ident()
+        while True:
+            with self._condition:
+                while not self._queue and not self._stop.is_set():
+                    self._condition.wait()
+                if self._stop.is_set():
+                    return
+                run = self._queue.popleft()
+                self._running[me] = run
+            try:
+                if self._pause is not None:
+                    self._yield_to_receiver()
+                self.processor.execute(run)
+            except Exception:
+                # Typically the store went away mid-run; the lease expiry hands the run back.
+                log.exception("run %s could not be completed; it is retried after its lease", run.id)
+            finally:
+                with self._condition:
+                    self._running.pop(me, None)
+                    low = len(self._queue) < self.concurrency
+                    self._condition.notify_all()
+                if low:
+                    self._wake.set()
+
+    def _yield_to_receiver(self) -> None:
+        assert self._pause is not None
+        # Bounded, so a receiver that never idles still lets runs through, only slower.
+        deadline = time.monotonic() + 0.05
+        while (delay := self._pause()) > 0 and time.monotonic() < deadline:
+            if self._stop.wait(min(delay, 0.005)):
                 return
-            for run in claimed:
-                submitted = self._executor.submit(self._execute, run)
-                future = asyncio.wrap_future(submitted, loop=loop)
-                self._active[future] = (submitted, run)
-                future.add_done_callback(self._finished)
-            if claimed and len(claimed) == wanted:
-                continue  # there may be more due right now
-            await self._sleep(self.poll_interval)
 
-    def _execute(self, run: ClaimedRun) -> RunOutcome:
-        try:
-            return self.processor.execute(run)
-        except Exception:
-            # Typically the store went away mid-run; the lease expiry hands the run back.
-            log.exception("run %s could not be completed; it is retried after its lease", run.id)
-            raise
+    # -- stopping ----------------------------------------------------------------------
 
-    def _finished(self, future: asyncio.Future[RunOutcome]) -> None:
-        self._active.pop(future, None)
-        if not future.cancelled():
-            future.exception()  # retrieved: _execute logged it
-        self.notify()
+    def _halt(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._condition:
+            self._condition.notify_all()
 
-    async def _sleep(self, seconds: float) -> None:
-        assert self._wake is not None
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        # that arrives as the wait ends, and the loop would go on after being cancelled.
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
-
-    def _release_orphaned_claim(self, claiming: asyncio.Future[list[ClaimedRun]]) -> None:
-        if not claiming.cancelled() and claiming.exception() is None:
-            self._release_in_background(claiming.result())
-
-    def _release_queued_in_background(self) -> None:
-        queued = [run for submitted, run in list(self._active.values()) if submitted.cancel()]
-        self._release_in_background(queued)
+    def _take_queued(self) -> list[ClaimedRun]:
+        with self._condition:
+            queued = list(self._queue)
+            self._queue.clear()
+        return queued
 
     def _release_in_background(self, runs: list[ClaimedRun]) -> None:
         if not runs:
@@ -144,43 +183,47 @@ class Worker:
             try:
                 self.processor.release(runs)
             except Exception as exc:
-                log.warning(
-                    "could not release %d claimed runs (%s); their leases will expire", len(runs), exc
-                )
+                log.warning("could not release %d claimed runs (%s); their leases expire", len(runs), exc)
 
         threading.Thread(target=release, name="payhook-release", daemon=True).start()
 
     async def stop(self, grace: float = 30.0) -> int:
         """Stop claiming; wait up to `grace` seconds for the runs in progress.
 
-        Runs still going after that are handed back (recorded as a failed attempt, due at
-        once for another worker); their handlers can no longer commit, since the claim they
-        hold is void. Returns how many were handed back.
+        Runs still queued go back untouched. Runs still going after `grace` are handed back
+        (recorded as a failed attempt, due at once for another worker); their handlers can no
+        longer commit, since the claim they hold is void. Returns how many were handed back.
         """
-        self._stopping = True
-        self.notify()
-        if self._executor is None or self._claims is None:
+        self._halt()
+        if self._stopped is None:
             return 0
-        loop = asyncio.get_running_loop()
-        # Runs still queued were never started: give them back as they were.
-        unstarted = [run for submitted, run in list(self._active.values()) if submitted.cancel()]
+        unstarted = self._take_queued()
         if unstarted:
             try:
                 async with asyncio.timeout(HAND_BACK_TIMEOUT):
-                    await loop.run_in_executor(self._claims, self.processor.release, unstarted)
+                    await asyncio.to_thread(self.processor.release, unstarted)
             except (TimeoutError, StoreUnavailable):
                 log.warning("could not release unstarted runs; their leases will expire instead")
-        if self._active:
-            await asyncio.wait(list(self._active), timeout=grace)
-        abandoned = [run for future, (_, run) in self._active.items() if not future.done()]
+        deadline = time.monotonic() + grace
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.to_thread(self._wait_for_runners, min(0.1, max(0.0, deadline - time.monotonic())))
+        with self._condition:
+            abandoned = list(self._running.values())
         if abandoned:
             log.warning("%d runs still in progress after %.0fs; handing them back", len(abandoned), grace)
             try:
                 async with asyncio.timeout(HAND_BACK_TIMEOUT):
-                    await loop.run_in_executor(self._claims, self.processor.abandon, abandoned)
+                    await asyncio.to_thread(self.processor.abandon, abandoned)
             except (TimeoutError, StoreUnavailable):
                 log.warning("could not hand the runs back; their leases will expire instead")
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._claims.shutdown(wait=False)
-        self._executor = self._claims = None
+        self._stopped.set()
         return len(abandoned)
+
+    def _busy(self) -> bool:
+        with self._condition:
+            return bool(self._running)
+
+    def _wait_for_runners(self, seconds: float) -> None:
+        with self._condition:
+            if self._running:
+                self._condition.wait(seconds)

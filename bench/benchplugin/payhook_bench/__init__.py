@@ -1,6 +1,7 @@
 """The benchmark plugin: each handled payment event writes one row through `ctx.session`.
 
-`PAYHOOK_BENCH_SLEEP_MS` (read once, at import) makes the handler wait that long before its
+`PAYHOOK_BENCH_NOOP=1` makes the handler return at once (bench/runcost.py: the core's own
+cost per run). `PAYHOOK_BENCH_SLEEP_MS` (read once, at import) makes the handler wait that long before its
 write, standing in for a handler that calls a slow API: the scale-out benchmark uses it to
 see whether a worker overlaps such waits (`[processing] concurrency`) or serialises them.
 """
@@ -20,6 +21,8 @@ __all__ = ["HANDLED_TYPES", "SLEEP_ENV", "BenchHit", "create_tables", "record_pa
 HANDLED_TYPES = ("payment_intent.succeeded", "charge.succeeded")
 SLEEP_ENV = "PAYHOOK_BENCH_SLEEP_MS"
 SLEEP_SECONDS = float(os.environ.get(SLEEP_ENV) or 0) / 1000
+# PAYHOOK_BENCH_NOOP=1: the handler does nothing, so a run costs only what the core spends.
+NOOP = os.environ.get("PAYHOOK_BENCH_NOOP") == "1"
 
 
 class BenchHit(SQLModel, table=True):
@@ -39,6 +42,8 @@ def create_tables(engine: Engine) -> None:
 
 
 def record_payment(event: Any, ctx: Any) -> None:
+    if NOOP:
+        return
     if SLEEP_SECONDS:
         # Before the first statement: like an API call made before recording its result,
         # the wait holds no database transaction open (the session connects lazily).
