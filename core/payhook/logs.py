@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -39,6 +40,10 @@ class Fields:
         return f"{self.what} {pairs}"
 
 
+# A value that needs no quotes: no space, quote, `=` or backslash.
+PLAIN = re.compile(r'[^\s"=\\]+')
+
+
 def _text_value(value: Any) -> str:
     if value is None:
         return "-"
@@ -47,9 +52,9 @@ def _text_value(value: Any) -> str:
     text = str(value)
     # Quoted when it could be misread: a value from a request path may hold spaces or a
     # newline (which would forge a log line).
-    if not text or any(char in text for char in ' "=\\') or not text.isprintable():
-        return json.dumps(text)
-    return text
+    if PLAIN.fullmatch(text) and text.isprintable():
+        return text
+    return json.dumps(text)
 
 
 class JsonFormatter(logging.Formatter):
