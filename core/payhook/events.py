@@ -2,9 +2,76 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import stripe
 
 __all__ = ["Event"]
+
+# Building Stripe's objects for `data` (the event's object: a PaymentIntent with its charges,
+# say) is most of the cost of an event; a handler that never reads it should not pay it.
+_LAZY_KEYS = frozenset({"data"})
+
+
+class _LazyValues(dict[str, Any]):
+    """An event's values, with `data` converted to Stripe objects on first read."""
+
+    def __init__(self, values: dict[str, Any], raw: dict[str, Any], build: Any) -> None:
+        super().__init__(values)
+        super().update(raw)
+        self._raw = raw
+        self._build = build
+
+    def _convert(self, key: str) -> None:
+        if key in self._raw:
+            raw = self._raw.pop(key)
+            super().__setitem__(key, self._build(key, raw))
+
+    def _convert_all(self) -> None:
+        for key in list(self._raw):
+            self._convert(key)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._raw:
+            self._convert(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._raw:
+            self._convert(key)
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._raw.pop(key, None)
+        super().__setitem__(key, value)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._convert(key)
+        return super().pop(key, *default)
+
+    def items(self) -> Any:
+        self._convert_all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._convert_all()
+        return super().values()
+
+    def copy(self) -> dict[str, Any]:
+        self._convert_all()
+        return dict(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._convert_all()
+        if isinstance(other, _LazyValues):
+            other._convert_all()
+        return super().__eq__(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        self._convert_all()
+        return super().__repr__()
 
 
 class Event(stripe.Event):
@@ -12,3 +79,22 @@ class Event(stripe.Event):
 
     The same object is shared by every handler run of one event: treat it as read-only.
     """
+
+    def _refresh_from(self, *, values: Any, api_mode: Any, **options: Any) -> None:
+        if isinstance(values, stripe.StripeObject) or not isinstance(values, dict):
+            super()._refresh_from(values=values, api_mode=api_mode, **options)
+            return
+        raw = {key: value for key, value in values.items() if key in _LAZY_KEYS and isinstance(value, dict)}
+        eager = {key: value for key, value in values.items() if key not in raw}
+        super()._refresh_from(values=eager, api_mode=api_mode, **options)
+        if not raw:
+            return
+
+        def build(key: str, value: dict[str, Any]) -> Any:
+            # Stripe's own conversion, for just this key.
+            holder = stripe.Event._construct_from(
+                values={key: value}, requestor=self._requestor, api_mode=api_mode
+            )
+            return holder._data[key]
+
+        self._data = _LazyValues(self._data, raw, build)

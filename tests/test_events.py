@@ -1,0 +1,48 @@
+"""payhook.Event: a stripe.Event whose `data` is built on first read, and reads the same."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from typing import Any
+
+import payhook
+import pytest
+import stripe
+
+
+def both(stripe_event: Any, name: str) -> tuple[payhook.Event, stripe.Event]:
+    text = json.dumps(stripe_event(name))
+    return payhook.Event.construct_from(json.loads(text), None), stripe.Event.construct_from(
+        json.loads(text), None
+    )
+
+
+@pytest.mark.parametrize("name", ["payment_intent.succeeded", "charge.refunded.full", "invoice.paid"])
+def test_reads_like_the_sdks_event(stripe_event: Any, name: str) -> None:
+    ours, sdks = both(stripe_event, name)
+    assert isinstance(ours, stripe.Event)
+    assert ours.id == sdks.id and ours.type == sdks.type and ours.created == sdks.created
+    assert type(ours.data.object) is type(sdks.data.object)
+    assert ours.data.object.id == sdks.data.object.id
+    assert ours["data"]["object"]["id"] == sdks["data"]["object"]["id"]
+    assert ours.to_dict() == sdks.to_dict()
+    assert str(ours) == str(sdks)
+
+
+def test_data_is_built_once_on_first_read(stripe_event: Any) -> None:
+    ours, _ = both(stripe_event, "payment_intent.succeeded")
+    first = ours.data
+    assert ours.data is first
+    assert ours.data.object is first.object
+
+
+def test_copies_pickles_and_equality(stripe_event: Any) -> None:
+    ours, _ = both(stripe_event, "payment_intent.succeeded")
+    again, _ = both(stripe_event, "payment_intent.succeeded")
+    again_with_same_id = payhook.Event.construct_from(json.loads(json.dumps(ours.to_dict())), None)
+    assert ours == again_with_same_id
+    assert ours != again  # another event id
+    assert copy.deepcopy(ours).data.object.id == ours.data.object.id
+    assert pickle.loads(pickle.dumps(ours)).data.object.amount == ours.data.object.amount
