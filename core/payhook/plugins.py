@@ -44,7 +44,8 @@ class _CoreHooks:
 
 
 class PluginHost:
-    """The pluggy manager plus the handler table built from `register_handlers`."""
+    """The pluggy manager, the handler table built from `register_handlers`, and each
+    plugin's settings class from `plugin_settings`."""
 
     def __init__(
         self,
@@ -206,7 +207,7 @@ class PluginHost:
         if read is None:
             return None
         if read.problems:
-            raise ConfigError([f"{tenant.slug}: {problem}" for problem in read.problems])
+            raise ConfigError(list(read.problems))
         return read.value
 
     def _settings_of(self, tenant: TenantConfig) -> dict[str, PluginSettings]:
