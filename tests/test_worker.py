@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -109,3 +110,34 @@ def test_one_app_object_serves_two_lifespans(make_payhook: Any, stripe_event: An
             assert answer.json()["status"] == "accepted"
             wait_until(lambda: all(run.status == "succeeded" for run in harness.runs()), what="runs done")
     assert len(harness.events()) == 2
+
+
+@pytest.mark.parametrize("payhook_backend", ["postgresql"], indirect=True)
+def test_a_separate_worker_on_postgresql_wakes_on_notify_not_on_its_poll(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    from payhook.runtime import Payhook
+
+    plugin = RecordingPlugin("rec")
+    receiver: PayhookHarness = make_payhook({"rec": plugin})  # stores; runs no handlers
+    create_effect_table(receiver.store.engine)
+    config = dataclasses.replace(
+        receiver.config, processing=dataclasses.replace(receiver.config.processing, poll_interval=3600.0)
+    )
+    worker = Payhook(config, {"rec": plugin}, run_worker=True)
+
+    async def scenario() -> None:
+        await worker.start()
+        try:
+            # The worker's first claim finds nothing; from then on only a NOTIFY can wake it
+            # within the hour-long poll interval.
+            await asyncio.to_thread(wait_until, lambda: worker.worker is not None)
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(receiver.deliver, stripe_event("payment_intent.succeeded"))
+            await asyncio.to_thread(
+                wait_until, lambda: [run.status for run in receiver.runs()] == ["succeeded"], timeout=10
+            )
+        finally:
+            await worker.stop()
+
+    asyncio.run(scenario())

@@ -38,6 +38,7 @@ def create_app(
 ) -> PayhookApp:
     """Build the ASGI app. `plugins=None` discovers installed plugins by entry point."""
     payhook = Payhook(config, plugins, store=store, migrate=migrate, run_worker=run_worker)
+    payhook.receives = True
     app = PayhookApp(
         debug=debug,
         routes=[

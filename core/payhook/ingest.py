@@ -124,7 +124,7 @@ async def receive(request: Request) -> Response:
     delivery = to_delivery(slug, event, payload, secret_index, handlers)
     request.state.payhook_delivery = delivery  # for its log line (observe.DELIVERY_STATE)
     try:
-        result = await payhook.writer.submit(delivery)
+        result = await payhook.store_delivery(delivery)
     except StoreUnavailable as exc:
         log.error("could not store event %s for %s: %s", delivery.stripe_event_id, slug, exc)
         return error(503, "store_unavailable", "the event store is unavailable; retry later")

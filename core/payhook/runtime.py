@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -17,12 +18,16 @@ from .processing import Outcome, Processor
 from .runs import runs_of
 from .store import Store
 from .types import StoredEvent
+from .wakeups import postgres_listener
 from .worker import Worker
 from .writer import BatchWriter
 
 __all__ = ["Payhook"]
 
 log = logging.getLogger("payhook")
+
+# A receiver that stored a delivery this recently is busy (see Payhook.receiver_busy).
+RECEIVER_QUIET = 0.003
 
 
 class Payhook:
@@ -53,6 +58,23 @@ class Payhook:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._notify_stored = bool(self.plugins.hook.event_stored.get_hookimpls())
+        # Set by create_app: this runtime answers deliveries (the `payhook worker` one does not).
+        self.receives = False
+        self._last_delivery = 0.0
+
+    async def store_delivery(self, delivery: Delivery) -> IngestResult:
+        """Store one verified delivery (durable when this returns)."""
+        self._last_delivery = time.monotonic()
+        return await self.writer.submit(delivery)
+
+    def receiver_busy(self) -> float:
+        """Seconds an in-process handler run should wait: deliveries are arriving now.
+
+        Runs and deliveries share this process's CPU (and its GIL); a delivery answered a
+        few milliseconds late can make Stripe retry, a run started a few milliseconds late
+        costs nothing. The worker bounds the wait, so runs still drain under steady load.
+        """
+        return RECEIVER_QUIET if time.monotonic() - self._last_delivery < RECEIVER_QUIET else 0.0
 
     async def ensure_started(self) -> None:
         """Start on first use when nobody ran the lifespan (a mounted app, say)."""
@@ -80,6 +102,9 @@ class Payhook:
                 concurrency=processing.concurrency,
                 batch_size=processing.batch_size,
                 poll_interval=processing.poll_interval,
+                listen=None if self.store.is_sqlite else postgres_listener(self.config.database.url),
+                # Beside a receiver, answering Stripe comes first (see receiver_busy).
+                pause=self.receiver_busy if self.receives else None,
             )
             self._worker_task = asyncio.create_task(self.worker.run(), name="payhook-worker")
         self._started = True
