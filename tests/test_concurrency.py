@@ -71,3 +71,69 @@ def test_fifty_concurrent_deliveries_across_two_receivers(
     harness.process()  # whatever the in-process worker has not done yet
     assert sorted(e.handler for e in effects(harness.store.engine)) == ["first", "second"]
     assert sorted(name for name, _ in plugin.calls) == ["first", "second"]
+
+
+def test_two_receivers_writing_overlapping_batches_never_deadlock(
+    payhook_database_url: str, stripe_event: Any
+) -> None:
+    """Each receiver's batch holds the same keys in its own order: the rows are locked in key
+    order on both sides, so neither waits on the other in a cycle."""
+    from payhook.config import DatabaseConfig
+    from payhook.eventlog import EventLog, _Conflict
+    from payhook.migrations import upgrade
+    from payhook.runs import runs_of
+    from payhook.store import Store
+
+    from .test_writer import handled
+
+    class CountingLog(EventLog):
+        """Counts the batches the database aborted as deadlocks (and the log retried)."""
+
+        deadlocks = 0
+
+        def _append_in_order(self, deliveries: Any, deadline: Any) -> Any:
+            try:
+                return super()._append_in_order(deliveries, deadline)
+            except _Conflict:
+                self.deadlocks += 1
+                raise
+
+    stores = [Store(DatabaseConfig(url=payhook_database_url)) for _ in range(2)]
+    upgrade(stores[0].engine, include_plugins=False)
+    logs = [CountingLog(store, runs_of(store)) for store in stores]
+    statuses: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    together = threading.Barrier(2, timeout=30)
+
+    def receive(log: EventLog, batches: list[list[Any]]) -> None:
+        for batch in batches:
+            try:
+                together.wait()  # both batches in flight at once
+                results = log.append(batch)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            with lock:
+                statuses.update(result.status for result in results)
+
+    rounds = [[handled(stripe_event) for _ in range(20)] for _ in range(10)]
+    orders = [[batch, batch[::-1]] for batch in rounds]  # the same keys, opposite orders
+    threads = [
+        threading.Thread(target=receive, args=(log, [order[side] for order in orders]))
+        for side, log in enumerate(logs)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(50)
+    assert errors == []
+    assert [log.deadlocks for log in logs] == [0, 0]
+    assert statuses == {"accepted": 200, "duplicate": 200}
+    with stores[0].transaction() as conn:
+        events = conn.exec_driver_sql("SELECT count(*) FROM payhook_event").scalar()
+        runs = conn.exec_driver_sql("SELECT count(*) FROM payhook_handler_run").scalar()
+    assert (events, runs) == (200, 200)
+    for store in stores:
+        store.dispose()

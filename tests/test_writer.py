@@ -1,5 +1,6 @@
-"""The ingest writer: many deliveries per transaction, one bad delivery fails alone, and the
-writer survives restarts and crashes of its own task."""
+"""The ingest writer and the event log: many deliveries per transaction, each key stored
+once, one bad delivery fails alone, every delivery answered in time, and the writer
+survives restarts and crashes of its own task."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from payhook.config import DatabaseConfig
 from payhook.envelope import parse_event, to_delivery
-from payhook.eventlog import Delivery, EventLog, IngestResult
+from payhook.eventlog import RUNS_CHANNEL, Delivery, EventLog, IngestResult
 from payhook.migrations import upgrade
 from payhook.runs import runs_of
 from payhook.store import Store, StoreUnavailable
 from payhook.testing import store_backends
+from payhook.types import Handler
 from payhook.writer import BatchWriter
 
 
@@ -168,3 +171,91 @@ def test_a_stuck_writer_answers_every_delivery_within_the_timeout(tmp_path: Any,
     # the deliveries answered 503 while they waited behind it were never written.
     assert log.written == [stuck.stripe_event_id, after.stripe_event_id]
     log.store.dispose()
+
+
+def handled(stripe_event: Any, stripe_id: str | None = None) -> Delivery:
+    """A delivery that one handler applies to (creates one run)."""
+    event = stripe_event("payment_intent.succeeded")
+    if stripe_id is not None:
+        event["id"] = stripe_id
+    parsed, payload = parse_event(json.dumps(event).encode())
+    return to_delivery("t", parsed, payload, 0, (Handler("rec", "apply", "payment_intent.succeeded", print),))
+
+
+@store_backends
+def test_one_batch_stores_each_key_once_and_answers_each_delivery(
+    payhook_database_url: str, stripe_event: Any
+) -> None:
+    store = Store(DatabaseConfig(url=payhook_database_url))
+    upgrade(store.engine, include_plugins=False)
+    log = EventLog(store, runs_of(store))
+    [stored_before] = log.append([handled(stripe_event)])
+    with store.transaction() as conn:  # its run died: a redelivery re-arms it
+        conn.exec_driver_sql("UPDATE payhook_handler_run SET status = 'dead'")
+    redelivered = handled(stripe_event, next(iter(stored_ids(store))))
+    new, plain = handled(stripe_event), delivery(stripe_event)
+
+    results = log.append([new, redelivered, plain, new, redelivered, plain])
+
+    assert [(r.status, r.runs, r.rearmed) for r in results] == [
+        ("accepted", 1, 0),
+        ("duplicate", 0, 1),
+        ("ignored", 0, 0),
+        ("duplicate", 0, 0),
+        ("duplicate", 0, 0),
+        ("duplicate", 0, 0),
+    ]
+    assert results[1].event_id == results[4].event_id == stored_before.event_id
+    assert results[0].event_id == results[3].event_id and results[2].event_id == results[5].event_id
+    assert len(stored_ids(store)) == 3
+    with store.transaction() as conn:
+        statuses = conn.exec_driver_sql("SELECT status FROM payhook_handler_run ORDER BY id").scalars().all()
+    assert statuses == ["pending", "pending"]  # the re-armed one and the new event's
+    store.dispose()
+
+
+def stored_ids(store: Store) -> set[str]:
+    with store.transaction() as conn:
+        return set(conn.exec_driver_sql("SELECT stripe_event_id FROM payhook_event").scalars())
+
+
+@pytest.mark.parametrize("payhook_backend", ["postgresql"], indirect=True)
+def test_new_runs_notify_listening_workers_at_commit(payhook_database_url: str, stripe_event: Any) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    store = Store(DatabaseConfig(url=payhook_database_url))
+    upgrade(store.engine, include_plugins=False)
+    log = EventLog(store, runs_of(store))
+    plain_url = (
+        make_url(payhook_database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    with psycopg.connect(plain_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {RUNS_CHANNEL}")
+        log.append([delivery(stripe_event) for _ in range(3)])  # no runs: nothing to wake for
+        assert list(listener.notifies(timeout=0.5)) == []
+        log.append([handled(stripe_event) for _ in range(3)])
+        woken = list(listener.notifies(timeout=10, stop_after=1))
+    assert [n.channel for n in woken] == [RUNS_CHANNEL]
+    store.dispose()
+
+
+@pytest.mark.parametrize("payhook_backend", ["postgresql"], indirect=True)
+def test_the_pipelined_ingest_hands_back_connections_in_transactional_mode(
+    payhook_database_url: str, stripe_event: Any
+) -> None:
+    """Ingest runs its PostgreSQL transaction in autocommit mode to pipeline BEGIN; a handler
+    that got the same connection afterwards must not autocommit its writes one by one."""
+    store = Store(DatabaseConfig(url=payhook_database_url, pool_size=1))
+    upgrade(store.engine, include_plugins=False)
+    log = EventLog(store, runs_of(store))
+    log.append([handled(stripe_event), delivery(stripe_event)])
+    with pytest.raises(RuntimeError), store.pipelined_transaction() as txn:  # ...and a failed one
+        txn.cursor.execute("SELECT 1")
+        raise RuntimeError("the batch failed")
+    handler = store.handler_transaction()
+    try:
+        assert handler.session.connection().connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+    finally:
+        handler.close()
+    store.dispose()

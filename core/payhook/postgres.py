@@ -29,7 +29,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from .config import DatabaseConfig
 
-__all__ = ["Watch", "Watchdog", "connect_args", "make_postgres_engine"]
+__all__ = ["Pipelined", "Watch", "Watchdog", "connect_args", "make_postgres_engine"]
 
 # Probes a silent peer gets before its connection is declared dead.
 KEEPALIVE_PROBES = 3
@@ -90,6 +90,41 @@ def make_postgres_engine(
                 params["connect_timeout"] = max(2, min(params["connect_timeout"], remaining))
 
     return engine
+
+
+class Pipelined:
+    """A pipelined transaction: its cursor, and `sync` to wait for everything sent so far."""
+
+    __slots__ = ("_pipeline", "cursor")
+
+    def __init__(self, cursor: Any, pipeline: Any) -> None:
+        self.cursor = cursor
+        self._pipeline = pipeline
+
+    def sync(self) -> None:
+        self._pipeline.sync()
+
+    def waiting(self) -> Any:
+        """A cursor whose every statement waits for its result (say, to read rowcount)."""
+        return _Waiting(self)
+
+
+class _Waiting:
+    __slots__ = ("_txn",)
+
+    def __init__(self, txn: Pipelined) -> None:
+        self._txn = txn
+
+    def execute(self, query: Any, params: Any = None) -> None:
+        self._txn.cursor.execute(query, params)
+        self._txn.sync()
+
+    def fetchone(self) -> Any:
+        return self._txn.cursor.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._txn.cursor.rowcount)
 
 
 class Watch:
