@@ -64,7 +64,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.ingest.signature_tolerance == 300
     assert config.ingest.body_timeout == 10.0
     assert config.ingest.store_timeout == 10.0
-    assert config.database.sqlite_synchronous == "normal"
+    assert config.database.sqlite_synchronous == "full"  # durable by default: survives a power loss
     assert config.tenants["a"].active is True
 
 

@@ -63,7 +63,7 @@ class ConfigError(Exception):
 class DatabaseConfig:
     url: str = "sqlite:///payhook.db"
     # "normal" in WAL mode survives a crash of the process; "full" also survives power loss.
-    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    sqlite_synchronous: Literal["normal", "full"] = "full"
     busy_timeout_ms: int = field(default=5000, metadata=ZERO_ALLOWED)
     pool_size: int = 10
     connect_timeout: float = 5.0

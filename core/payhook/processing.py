@@ -112,12 +112,13 @@ class Processor:
             missing = LookupError(f"handler {run.handler!r} of plugin {run.plugin!r} is not registered")
             return self._fail(run, policy, missing)
         # SQLite only: a handler that read, then lost the race to write, runs again on fresh
-        # data, for as long as a lock wait may last.
-        deadline = time.monotonic() + (self.store.gate.patience if self.store.gate else 0.0)
-        while True:
-            outcome = self._attempt(run, handler, tenant, policy, retry_conflict=time.monotonic() < deadline)
-            if outcome is not None:
-                return outcome
+        # data, this time holding the write lock from its first statement, so it cannot
+        # lose again (a lock wait is bounded like any other).
+        outcome = self._attempt(run, handler, tenant, policy, retry_conflict=self.store.is_sqlite)
+        if outcome is None:
+            outcome = self._attempt(run, handler, tenant, policy, retry_conflict=False, lock_early=True)
+        assert outcome is not None
+        return outcome
 
     def _attempt(
         self,
@@ -127,8 +128,9 @@ class Processor:
         policy: RetryPolicy,
         *,
         retry_conflict: bool,
+        lock_early: bool = False,
     ) -> RunOutcome | None:
-        transaction = self.store.handler_transaction()
+        transaction = self.store.handler_transaction(lock_early=lock_early)
         ctx = HandlerContext(
             tenant=tenant,
             plugin=run.plugin,

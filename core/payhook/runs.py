@@ -385,7 +385,7 @@ class Runs:
         }
         if event_id is not None:
             params["b_event_id"] = event_id
-        with self.store.transaction() as conn:
+        with self._transaction() as conn:
             cursor = conn.connection.cursor()
             pick, mark = self._claim_due if event_id is None else self._claim_event
             try:
@@ -448,7 +448,7 @@ class Runs:
 
     def succeed_alone(self, run: ClaimedRun, duration_ms: float) -> bool:
         """`succeed` in a transaction of its own (the handler wrote nothing)."""
-        with self.store.transaction() as conn:
+        with self._transaction() as conn:
             cursor = conn.connection.cursor()
             try:
                 return self.succeed(cursor, run, duration_ms)
@@ -512,7 +512,7 @@ class Runs:
         if not runs:
             return
         now = utcnow()
-        with self.store.transaction() as conn:
+        with self._transaction() as conn:
             cursor = conn.connection.cursor()
             try:
                 for run in runs:
@@ -588,8 +588,13 @@ class Runs:
 
     # -- helpers -----------------------------------------------------------------------
 
+    def _transaction(self) -> Any:
+        # The worker's bookkeeping: a commit lost to a power failure is redone from the
+        # durable event (see sqlite.py), so it need not wait for an fsync.
+        return self.store.transaction(durable=False)
+
     def _write_one(self, statement: Compiled, params: dict[str, Any]) -> bool:
-        with self.store.transaction() as conn:
+        with self._transaction() as conn:
             cursor = conn.connection.cursor()
             try:
                 cursor.execute(statement.sql, statement.params(params))
@@ -606,7 +611,7 @@ class Runs:
         failure: Failure,
         now: datetime,
     ) -> bool:
-        with self.store.transaction() as conn:
+        with self._transaction() as conn:
             cursor = conn.connection.cursor()
             try:
                 cursor.execute(statement.sql, statement.params(params))

@@ -43,6 +43,9 @@ LONGEST_WAIT = 0.002
 CHECKPOINT_INTERVAL = 1.0
 # The option that marks a handler's connection: its transaction begins lazily.
 LAZY_BEGIN = "payhook_lazy_begin"
+# The option that marks a core transaction whose commit need not survive a power loss.
+DURABLE = "payhook_durable"
+SYNCHRONOUS = "payhook_synchronous"  # in conn.info: the connection's current level
 TRANSACTION_STATE = "payhook_txn"  # in conn.info: None, "pending", "read" or "write"
 # The execution option that bounds a transaction's wait for the lock (time.monotonic()).
 LOCK_DEADLINE = "payhook_lock_deadline"
@@ -117,6 +120,7 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
+        _record.info[SYNCHRONOUS] = synchronous
         cursor.execute("PRAGMA foreign_keys=ON")
         # A commit that crosses the auto-checkpoint threshold copies the WAL into the
         # database before it returns: the slowest requests were those. The Checkpointer
@@ -127,11 +131,25 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
         cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
+    def _durability(conn: Connection, durable: bool) -> None:
+        # synchronous is per connection and per commit in WAL mode: only the commits that
+        # acknowledge deliveries pay the configured fsync. The worker's commits (claims,
+        # handler work with its success mark) need not: if power fails before the next
+        # durable commit or checkpoint, such a commit is lost whole, the run is claimed
+        # again after its lease and re-run from its durable event, applied once.
+        level = synchronous if durable else "NORMAL"
+        if conn.info.get(SYNCHRONOUS) != level:
+            conn.connection.driver_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
+            conn.info[SYNCHRONOUS] = level
+
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(LAZY_BEGIN):
+        options = conn.get_execution_options()
+        if options.get(LAZY_BEGIN):
+            _durability(conn, durable=False)
             conn.info[TRANSACTION_STATE] = "pending"
             return
+        _durability(conn, durable=options.get(DURABLE, True))
         conn.info.pop(TRANSACTION_STATE, None)
         deadline = conn.get_execution_options().get(LOCK_DEADLINE)
         begin_immediate(conn.connection.driver_connection, patience_until(deadline, patience))  # type: ignore[arg-type]
@@ -141,7 +159,9 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
         state = conn.info.get(TRANSACTION_STATE)
         if state is None or state == "write":
             return
-        writes = not statement.lstrip()[:7].upper().startswith(_READ_ONLY)
+        writes = conn.get_execution_options()[LAZY_BEGIN] == "at_first_statement" or not statement.lstrip()[
+            :7
+        ].upper().startswith(_READ_ONLY)
         if writes:
             prepare_write(conn, gate, patience)
         elif state == "pending":

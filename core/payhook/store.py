@@ -15,6 +15,7 @@ from sqlmodel import Session
 from .config import DatabaseConfig, IngestConfig
 from .postgres import Pipelined, Watch, Watchdog, make_postgres_engine
 from .sqlite import (
+    DURABLE,
     LAZY_BEGIN,
     LOCK_DEADLINE,
     TRANSACTION_STATE,
@@ -76,9 +77,16 @@ class Store:
             self.engine = make_sqlite_engine(config, pool_size, self.gate)
         else:
             self.engine = make_postgres_engine(config, pool_size, timeout, self._watchdog)
-        # Handlers' sessions: on SQLite their transactions begin lazily (see sqlite.py).
+        # Handlers' sessions: on SQLite their transactions begin lazily (see sqlite.py), and
+        # take the write lock at their first write, or at their first statement when a run
+        # lost that race once already.
         self.handler_engine = (
-            self.engine.execution_options(**{LAZY_BEGIN: True}) if self.is_sqlite else self.engine
+            self.engine.execution_options(**{LAZY_BEGIN: "at_first_write"}) if self.is_sqlite else self.engine
+        )
+        self.handler_engine_locked = (
+            self.engine.execution_options(**{LAZY_BEGIN: "at_first_statement"})
+            if self.is_sqlite
+            else self.engine
         )
         self._checkpointer: Checkpointer | None = None
         dbapi: Any = self.engine.dialect.dbapi
@@ -91,8 +99,11 @@ class Store:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
     @contextmanager
-    def transaction(self, deadline: float | None = None) -> Iterator[Connection]:
+    def transaction(self, deadline: float | None = None, *, durable: bool = True) -> Iterator[Connection]:
         """A short write transaction, committed on exit (SQLite: holding the write lock).
+
+        `durable=False`: on SQLite the commit may skip the fsync of `sqlite_synchronous =
+        "full"` (see sqlite.py); for the worker's own bookkeeping, never for ingest.
 
         It must be over by `deadline` (time.monotonic(); default: `timeout` from now), or
         it fails with StoreUnavailable: on SQLite the wait for the write lock is cut
@@ -109,6 +120,8 @@ class Store:
                 with self._connect(deadline) as conn:
                     if gate is not None and deadline is not None:
                         conn.execution_options(**{LOCK_DEADLINE: deadline})
+                    if gate is not None and not durable:
+                        conn.execution_options(**{DURABLE: False})
                     with self._watched(conn, deadline) as watch, conn.begin():
                         try:
                             yield conn
@@ -190,8 +203,8 @@ class Store:
             return nullcontext(None)
         return self._watchdog.watch(conn.connection.dbapi_connection, deadline)
 
-    def handler_transaction(self) -> HandlerTransaction:
-        return HandlerTransaction(self)
+    def handler_transaction(self, *, lock_early: bool = False) -> HandlerTransaction:
+        return HandlerTransaction(self, lock_early=lock_early)
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database would take a write now.
@@ -231,8 +244,9 @@ class HandlerTransaction:
     `rollback`; a handler that never writes never takes it.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, lock_early: bool = False) -> None:
         self.store = store
+        self._engine = store.handler_engine_locked if lock_early else store.handler_engine
         self._session: Session | None = None
 
     @property
@@ -242,7 +256,7 @@ class HandlerTransaction:
     @property
     def session(self) -> Session:
         if self._session is None:
-            self._session = Session(bind=self.store.handler_engine, expire_on_commit=False)
+            self._session = Session(bind=self._engine, expire_on_commit=False)
         return self._session
 
     def hold_write_lock(self) -> bool:

@@ -1,0 +1,98 @@
+"""payhook's public surface: what plugins and hosts import, pinned."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import payhook
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PUBLIC = [
+    "Config",
+    "ConfigError",
+    "Event",
+    "GiveUp",
+    "HandlerContext",
+    "HandlerFunc",
+    "InvalidSetting",
+    "PayhookApp",
+    "PluginHost",
+    "Register",
+    "RetryLater",
+    "RunStatus",
+    "SignatureError",
+    "Skip",
+    "StoreUnavailable",
+    "StoredEvent",
+    "TenantConfig",
+    "UTCDateTime",
+    "UnknownCurrency",
+    "create_app",
+    "from_minor_units",
+    "hookimpl",
+    "hookspec",
+    "load_config",
+    "quantize",
+    "sign",
+    "to_minor_units",
+    "utcnow",
+    "verify_signature",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert set(PUBLIC) <= set(payhook.__all__), "a public name was removed"
+    assert payhook.__all__ == sorted(payhook.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(payhook.__all__))
+def test_public_names_say_they_are_payhooks(name: str) -> None:
+    value = getattr(payhook, name)
+    if isinstance(value, type) or inspect.isfunction(value):
+        assert value.__module__ == "payhook", f"payhook.{name} reports {value.__module__}"
+
+
+def test_stored_error_types_use_public_names() -> None:
+    from payhook.processing import qualified_name
+
+    assert qualified_name(payhook.GiveUp) == "payhook.GiveUp"
+    assert qualified_name(payhook.RetryLater) == "payhook.RetryLater"
+    assert qualified_name(ValueError) == "ValueError"
+
+
+def _payhook_imports(path: Path) -> list[str]:
+    """Every `payhook...` module a source file imports from, except payhook.testing."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("payhook"):
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("payhook.")]
+    return [module for module in found if module not in ("payhook", "payhook.testing")]
+
+
+def test_bundled_plugins_and_the_template_import_only_public_names() -> None:
+    sources = [*ROOT.glob("plugins/*/src/**/*.py"), *ROOT.glob("core/payhook/plugin_template/**/*.tmpl")]
+    offenders = {}
+    for path in sources:
+        if path.suffix == ".tmpl" and not path.name.endswith(".py.tmpl"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".tmpl":
+            text = text.replace("{{", "").replace("}}", "")
+            tmp = path.with_suffix("")
+            internal = [
+                line for line in text.splitlines() if line.startswith(("from payhook.", "import payhook."))
+            ]
+            internal = [line for line in internal if not line.startswith("from payhook.testing")]
+            if internal:
+                offenders[str(tmp.relative_to(ROOT))] = internal
+            continue
+        internal = [m for m in _payhook_imports(path) if not m.startswith(("payhook_",))]
+        if internal:
+            offenders[str(path.relative_to(ROOT))] = internal
+    assert offenders == {}
