@@ -46,3 +46,11 @@ def test_copies_pickles_and_equality(stripe_event: Any) -> None:
     assert ours != again  # another event id
     assert copy.deepcopy(ours).data.object.id == ours.data.object.id
     assert pickle.loads(pickle.dumps(ours)).data.object.amount == ours.data.object.amount
+
+
+def test_payload_is_the_parsed_json_without_building_stripe_objects(stripe_event: Any) -> None:
+    ours, sdks = both(stripe_event, "payment_intent.succeeded")
+    payload = ours.payload
+    assert isinstance(payload["data"]["object"], dict)
+    assert payload["data"]["object"] == sdks.data.object.to_dict()
+    assert ours.payload is not payload  # each caller gets its own top level
