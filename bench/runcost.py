@@ -30,8 +30,12 @@ from servers import BIN, database, plugin_env, use_core_rev  # noqa: E402
 HANDLED = "payment_intent.succeeded"
 
 
-def store_events(url: str, count: int, tenant: str) -> None:
-    """Put `count` events with one pending run each straight into the store."""
+def store_events(url: str, count: int, tenant: str, plugin: str = "bench") -> None:
+    """Put `count` events with one pending run each straight into the store.
+
+    With `plugin="registration"`: `count` pending orders (450.00 USD) and, for each, a
+    `payment_intent.succeeded` that pays it, run by payhook-registration's handler.
+    """
     from payhook.config import DatabaseConfig
     from payhook.envelope import parse_event, to_delivery
     from payhook.eventlog import EventLog
@@ -46,14 +50,37 @@ def store_events(url: str, count: int, tenant: str) -> None:
     log = EventLog(store, runs_of(store))
     handler = Handler("bench", "payhook_bench.record_payment", HANDLED, lambda event, ctx: None)
     template = load_event(HANDLED)
+    if plugin == "registration":
+        handler = Handler(
+            "registration", "payhook_registration.payments.intent_succeeded", HANDLED, lambda event, ctx: None
+        )
+        create_orders(store, count, tenant)
     for start in range(0, count, 500):
         deliveries = []
-        for _ in range(min(500, count - start)):
+        for number in range(start + 1, start + min(500, count - start) + 1):
             event = {**template, "id": fresh_event_id()}
+            if plugin == "registration":
+                intent = {**template["data"]["object"], "amount_received": 45000, "amount": 45000}
+                intent["metadata"] = {"order_id": str(number)}
+                event["data"] = {"object": intent}
             parsed, payload = parse_event(json.dumps(event).encode())
             deliveries.append(to_delivery(tenant, parsed, payload, 0, (handler,)))
         log.append(deliveries)
     store.dispose()
+
+
+def create_orders(store: Any, count: int, tenant: str) -> None:
+    from decimal import Decimal
+
+    from payhook_registration.orders import create_order
+    from sqlmodel import Session
+
+    with Session(store.engine) as session:
+        for number in range(1, count + 1):
+            create_order(
+                session, tenant=tenant, reference=f"bench-{number}", total=Decimal("450.00"), currency="usd"
+            )
+        session.commit()
 
 
 def count_done(url: str) -> int:
@@ -67,18 +94,20 @@ def count_done(url: str) -> int:
     return value
 
 
-def measure(backend: str, runs: int, cpu: int | None, concurrency: int, timeout: float) -> dict[str, Any]:
+def measure(
+    backend: str, runs: int, cpu: int | None, concurrency: int, timeout: float, plugin: str = "bench"
+) -> dict[str, Any]:
     with database(backend) as url, tempfile.TemporaryDirectory(prefix="payhook-runcost-") as folder:
         config = Path(folder) / "payhook.toml"
         config.write_text(
             f'[database]\nurl = "{url}"\n'
             f"[processing]\nworker = true\nconcurrency = {concurrency}\nbatch_size = 64\n"
-            '[tenants.bench]\nwebhook_secrets = ["whsec_bench"]\nplugins = ["bench"]\n'
+            f'[tenants.bench]\nwebhook_secrets = ["whsec_bench"]\nplugins = ["{plugin}"]\n'
         )
-        env = {**plugin_env(["bench"]), "PAYHOOK_BENCH_NOOP": "1"}
+        env = {**plugin_env([plugin]), "PAYHOOK_BENCH_NOOP": "1"}
         # The same plugins as the worker's, so both see the same migration branches.
         os.environ["PAYHOOK_DISABLED_PLUGINS"] = env["PAYHOOK_DISABLED_PLUGINS"]
-        store_events(url, runs, "bench")
+        store_events(url, runs, "bench", plugin)
         command = [str(BIN / "payhook"), "worker", "--config", str(config), "--log-level", "warning"]
         if cpu is not None:
             command = ["taskset", "-c", str(cpu), *command]
@@ -110,6 +139,7 @@ def measure(backend: str, runs: int, cpu: int | None, concurrency: int, timeout:
             raise SystemExit(f"only {done} of {runs} runs succeeded in {timeout:.0f}s")
         return {
             "backend": backend,
+            "handler": "no-op" if plugin == "bench" else "payhook-registration's payment_intent.succeeded",
             "runs": runs,
             "seconds": round(elapsed, 3),
             "runs_per_second": round(counted / elapsed),
@@ -126,11 +156,17 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=None, help="pin the worker to this core (taskset)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--plugin",
+        default="bench",
+        choices=["bench", "registration"],
+        help="bench: a no-op handler (the core's own cost); registration: paying an order",
+    )
     parser.add_argument("--core-rev", default=None, help="serve core/ as committed at this revision")
     args = parser.parse_args()
     if args.core_rev:
         use_core_rev(args.core_rev, Path(tempfile.mkdtemp(prefix="payhook-runcost-core-")))
-    print(json.dumps(measure(args.backend, args.runs, args.cpu, args.concurrency, args.timeout)))
+    print(json.dumps(measure(args.backend, args.runs, args.cpu, args.concurrency, args.timeout, args.plugin)))
 
 
 if __name__ == "__main__":

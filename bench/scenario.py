@@ -55,6 +55,7 @@ class Outcome:
     backend: str
     scenario: Scenario
     http: str | None = None  # `payhook serve --http`; None: its default
+    core: str | None = None  # --versus: the other core's commit; None: the core under test
     levels: list[Level] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
     stack: dict[str, bool] = field(default_factory=dict)
@@ -102,10 +103,15 @@ def server_stack(pid: int) -> dict[str, bool]:
 
 
 def run_scenario(
-    backend: str, scenario: Scenario, options: Options, workdir: Path, http: str | None = None
+    backend: str,
+    scenario: Scenario,
+    options: Options,
+    workdir: Path,
+    http: str | None = None,
+    core: servers.Core | None = None,
 ) -> Outcome:
     workdir.mkdir(parents=True, exist_ok=True)
-    outcome = Outcome(backend, scenario, http)
+    outcome = Outcome(backend, scenario, http, core.label if core else None)
     tenants = make_tenants(options.tenants)
     handled: tuple[str, ...] = ()
     if scenario.plugins:
@@ -119,11 +125,15 @@ def run_scenario(
             workdir / "payhook.toml", url, tenants, scenario.plugins, worker, options.overrides
         )
         if backend == "postgres":
-            servers.upgrade_database(config, workdir, scenario.plugins)
+            servers.upgrade_database(config, workdir, scenario.plugins, core)
         engine = dbcheck.connect(url)
         try:
             port = servers.free_port()
-            server = servers.start_server(config, port, workdir, scenario.plugins, worker, http=http)
+            # A --versus core may predate `serve --http`: it runs its own default parser (the
+            # server_stack line in the results says which one it was).
+            server = servers.start_server(
+                config, port, workdir, scenario.plugins, worker, http=None if core else http, core=core
+            )
             processes.append(server)
             outcome.stack = server_stack(server.pid)
             if scenario.plugins:
@@ -131,7 +141,7 @@ def run_scenario(
 
                 create_tables(engine)  # before the first event reaches a handler
             if scenario.worker == "separate":
-                processes.append(servers.start_worker(config, workdir, scenario.plugins))
+                processes.append(servers.start_worker(config, workdir, scenario.plugins, core=core))
             sent: list[Prepared] = []
             handled_total = 0
 
@@ -156,7 +166,11 @@ def run_scenario(
             for concurrency in options.concurrency:
                 repeats = [load(concurrency, options.requests) for _ in range(options.repeat)]
                 outcome.levels.append(median_level(repeats))
-                label = f"{backend}/{scenario.key}" + (f" {http}" if http else "")
+                label = (
+                    f"{backend}/{scenario.key}"
+                    + (f" {http}" if http else "")
+                    + (f" @{core.label}" if core else "")
+                )
                 print(f"  {label} c={concurrency}: {describe(outcome.levels[-1])}", flush=True)
             if options.profile:
                 # Extra, unreported c=8 levels: the sampler costs the server some CPU.
