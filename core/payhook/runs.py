@@ -222,6 +222,13 @@ class Runs:
             .where(_guard("skip"))
             .values(status=S.SKIPPED.value, last_error=bindparam("b_reason"), **finished)
         )
+        # The failure an attempt ended with, kept on the run for operators (and in
+        # payhook_run_failure, one row per attempt).
+        recorded_error: dict[str, Any] = {
+            "last_error_type": bindparam("b_error_type"),
+            "last_error": bindparam("b_message"),
+            "last_traceback": bindparam("b_traceback"),
+        }
         self._fail = compile_(
             update(RUN)
             .where(_guard("fail"))
@@ -232,20 +239,10 @@ class Runs:
                 duration_ms=bindparam("b_duration"),
                 lease_token=None,
                 lease_expires_at=None,
-                last_error_type=bindparam("b_error_type"),
-                last_error=bindparam("b_message"),
-                last_traceback=bindparam("b_traceback"),
+                **recorded_error,
             )
         )
-        self._note_lost = compile_(
-            update(RUN)
-            .where(_guard("note_lost_attempt"))
-            .values(
-                last_error_type=bindparam("b_error_type"),
-                last_error=bindparam("b_message"),
-                last_traceback=bindparam("b_traceback"),
-            )
-        )
+        self._note_lost = compile_(update(RUN).where(_guard("note_lost_attempt")).values(**recorded_error))
         self._record_failure = compile_(FAILURE.insert(), insert_keys(FAILURE))
         self._release = compile_(
             update(RUN)
