@@ -151,23 +151,25 @@ class Store:
         watch: Watch | None = None
         try:
             with self._connect(deadline) as conn:
-                # Left to itself, psycopg sends BEGIN alone and waits for it: in autocommit
-                # mode the transaction is ours to open and close. The pool restores the
-                # connection's mode when it takes it back.
-                conn.execution_options(isolation_level="AUTOCOMMIT")
                 dbapi: Any = conn.connection.dbapi_connection
                 with self._watched(conn, deadline) as watch:
+                    # Left to itself, psycopg sends BEGIN alone and waits for it: in
+                    # autocommit mode the transaction is ours to open and close. (Set on
+                    # the driver directly: SQLAlchemy's isolation-level round costs more
+                    # than the INSERT.)
+                    dbapi.autocommit = True
                     cursor = dbapi.cursor()
                     try:
                         with dbapi.pipeline() as pipeline:
-                            dbapi.execute("BEGIN", prepare=False)
+                            cursor.execute("BEGIN", prepare=False)
                             yield Pipelined(cursor, pipeline)
-                            dbapi.execute("COMMIT", prepare=False)
+                            cursor.execute("COMMIT", prepare=False)
                     except BaseException as exc:
                         self._roll_back(conn, dbapi, exc)
                         raise
                     finally:
                         cursor.close()
+                        self._restore_transactions(conn, dbapi)
         except self._unavailable as exc:
             raise self._unavailable_error(exc, watch) from exc
 
@@ -180,6 +182,16 @@ class Store:
             dbapi.rollback()  # sends ROLLBACK unless the transaction is over already
         except self._driver_errors as error:
             conn.invalidate(error)
+
+    def _restore_transactions(self, conn: Connection, dbapi: Any) -> None:
+        """Back to transactions before the pool lends the connection to anyone else."""
+        if conn.invalidated:
+            return
+        driver: Any = self.engine.dialect.dbapi
+        try:
+            dbapi.autocommit = False
+        except (*self._driver_errors, driver.ProgrammingError) as error:
+            conn.invalidate(error)  # broken, or still in a transaction: never lend it again
 
     def _unavailable_error(self, exc: BaseException, watch: Watch | None) -> StoreUnavailable:
         if watch is not None and watch.cut:
