@@ -143,6 +143,33 @@ def _comparison(baseline: Mapping[str | None, list[Level]], outcomes: list[Outco
     return lines
 
 
+def _cores_comparison(info: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
+    """The core under test against each --versus core: ratios first, then rates and p99s."""
+    ours = info["commit"] + (" (dirty)" if info.get("dirty") else "")
+    others = list(info.get("versus", []))
+    head = ["run", "c"]
+    head += [f"{ours} / {other}" for other in others]
+    head += [f"{ours} events/s", *(f"{other} events/s" for other in others)]
+    head += [f"{ours} p99 ms", *(f"{other} p99 ms" for other in others)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    runs: dict[str, dict[str | None, list[Level]]] = {}
+    for outcome in outcomes:
+        run = f"{outcome.backend} ({outcome.scenario.key})" + (f" {outcome.http}" if outcome.http else "")
+        runs.setdefault(run, {})[outcome.core] = outcome.levels
+    for run, by_core in runs.items():
+        if set(by_core) != {None, *others}:
+            continue
+        by_level = {core: {lv.concurrency: lv for lv in levels} for core, levels in by_core.items()}
+        for concurrency, level in by_level[None].items():
+            theirs = [by_level[other].get(concurrency) for other in others]
+            cells = [run, str(concurrency)]
+            cells += [f"**{level.rate / t.rate:.2f}**" if t and t.rate else "-" for t in theirs]
+            cells += [_rate(level), *(_rate(t) if t else "-" for t in theirs)]
+            cells += [_ms(level.percentile_ms(99)), *(_ms(t.percentile_ms(99)) if t else "-" for t in theirs)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(
     info: dict[str, Any],
     requests: int,
@@ -170,9 +197,14 @@ def markdown(
         lines += [title + (f", {_parser(http)}" if http else ""), ""]
         lines += _table(levels, {}, with_drain=False)
         lines += [""]
+    if info.get("versus"):
+        lines += [f"#### Cores side by side: `{info['commit']}` against `{'`, `'.join(info['versus'])}`", ""]
+        lines += _cores_comparison(info, outcomes)
+        lines += [""]
     for outcome in outcomes:
         stack = ", ".join(f"{name} {'yes' if used else 'NO'}" for name, used in outcome.stack.items())
         title = f"#### {outcome.backend} / ({outcome.scenario.key}) {outcome.scenario.title}"
+        title += f", core `{outcome.core or info['commit']}`" if info.get("versus") else ""
         lines += [title + (f", {_parser(outcome.http)}" if outcome.http else ""), ""]
         base = bases.get(outcome.http, {})
         lines += _table(outcome.levels, base, with_drain=bool(outcome.scenario.plugins))
@@ -189,7 +221,7 @@ def markdown(
         ]
     if len({*baseline, *(outcome.http for outcome in outcomes)}) > 1:
         lines += ["#### Parsers side by side", ""]
-        lines += _comparison(baseline, outcomes)
+        lines += _comparison(baseline, [outcome for outcome in outcomes if outcome.core is None])
         lines += [""]
     return "\n".join(lines)
 
@@ -221,6 +253,7 @@ def to_json(
                 "backend": outcome.backend,
                 "scenario": outcome.scenario.key,
                 "http": outcome.http,
+                "core": outcome.core or info["commit"],
                 "title": outcome.scenario.title,
                 "levels": [level(item) for item in outcome.levels],
                 "checks": outcome.checks,

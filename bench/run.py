@@ -71,6 +71,14 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="serve the core as committed at this git revision (e.g. HEAD), not the working tree",
     )
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="REV_OR_CHECKOUT",
+        help="also run every scenario on this other core, side by side: a git revision, or a "
+        "checkout of one (e.g. a `git worktree` in /tmp); repeatable",
+    )
     return parser.parse_args()
 
 
@@ -132,14 +140,19 @@ def main() -> int:
     baseline: dict[str | None, list[Level]] = {}
     for http in parsers if not args.no_baseline else []:
         baseline[http] = run_baseline(options, out / ("baseline" + (f"-{http}" if http else "")), http)
+    cores: list[servers.Core | None] = [None, *(servers.core_from(spec, out) for spec in args.versus)]
+    info["versus"] = [core.label for core in cores if core is not None]
     outcomes: list[Outcome] = []
     for index, (backend, scenario) in enumerate((b, s) for b in backends for s in scenarios):
-        # Alternate which parser goes first, so a machine getting busier over the run does
-        # not always count against the same one.
-        for http in parsers if index % 2 == 0 else parsers[::-1]:
-            print(f"{backend} ({scenario.key}) {scenario.title}" + (f", --http {http}" if http else ""))
-            workdir = out / (f"{backend}-{scenario.key}" + (f"-{http}" if http else ""))
-            outcomes.append(run_scenario(backend, scenario, options, workdir, http))
+        # Alternate which parser and which core go first, so a machine getting busier over
+        # the run does not always count against the same one.
+        variants = [(http, core) for http in parsers for core in cores]
+        for http, core in variants if index % 2 == 0 else variants[::-1]:
+            name = f"{backend} ({scenario.key}) {scenario.title}" + (f", --http {http}" if http else "")
+            print(name + (f", core {core.label}" if core else ""))
+            suffix = (f"-{http}" if http else "") + (f"-{core.label}" if core else "")
+            workdir = out / f"{backend}-{scenario.key}{suffix}"
+            outcomes.append(run_scenario(backend, scenario, options, workdir, http, core))
 
     text = markdown(info, options.requests, options.repeat, baseline, outcomes)
     print("\n" + text)
@@ -148,12 +161,13 @@ def main() -> int:
         args.markdown.write_text(text + "\n")
     for outcome in outcomes:
         name = f"{outcome.backend}-{outcome.scenario.key}" + (f"-{outcome.http}" if outcome.http else "")
+        name += f"-{outcome.core}" if outcome.core else ""
         if outcome.profile:
             (out / f"profile-{name}.txt").write_text(outcome.profile)
             print(f"\nprofile {name} (extra c=8 level):\n{outcome.profile}")
     failed = [o for o in outcomes if not o.checks.get("exactly_once") or any(lv.errors for lv in o.levels)]
     for outcome in failed:
-        label = f"{outcome.backend}/{outcome.scenario.key} {outcome.http or ''}"
+        label = f"{outcome.backend}/{outcome.scenario.key} {outcome.http or ''} {outcome.core or ''}"
         print(f"FAILED check: {label}: {outcome.checks}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -20,7 +20,9 @@ from cpuacct import process_seconds
 from loadgen import Tenant
 
 __all__ = [
+    "Core",
     "Process",
+    "core_from",
     "database",
     "free_port",
     "plugin_env",
@@ -116,6 +118,21 @@ def plugin_env(enabled: Sequence[str], extra: Mapping[str, str] | None = None) -
     return env
 
 
+@dataclass(frozen=True)
+class Core:
+    """A payhook core other than the one installed: `path` holds its `payhook` package."""
+
+    label: str  # the commit, for the tables
+    path: Path
+
+
+def _with_core(env: dict[str, str], core: Core | None) -> dict[str, str]:
+    """`env` with `core` first on PYTHONPATH (the venv installs payhook as a plain path)."""
+    if core is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(core.path), env.get("PYTHONPATH")]))
+    return env
+
+
 @dataclass
 class Process:
     """A child process we started, with its log file."""
@@ -190,13 +207,16 @@ def start_server(
     worker: bool,
     log_name: str = "serve",
     http: str | None = None,
+    core: Core | None = None,
 ) -> Process:
-    """`payhook serve` (one uvicorn process), ready to take requests; `http` picks its parser."""
+    """`payhook serve` (one uvicorn process), ready to take requests; `http` picks its parser,
+    `core` the payhook it runs (default: the installed one, or --core-rev's)."""
     argv = [str(BIN / "payhook"), "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
     argv += ["--log-level", "warning", "--worker" if worker else "--no-worker"]
     if http is not None:
         argv += ["--http", http]
-    process = _spawn("payhook serve", argv, workdir / f"{log_name}.log", plugin_env(enabled))
+    env = _with_core(plugin_env(enabled), core)
+    process = _spawn("payhook serve", argv, workdir / f"{log_name}.log", env)
     _wait_http(process, port)
     return process
 
@@ -207,10 +227,12 @@ def start_worker(
     enabled: Sequence[str],
     log_name: str = "worker",
     extra_env: Mapping[str, str] | None = None,
+    core: Core | None = None,
 ) -> Process:
     """`payhook worker` in its own process, ready to claim runs."""
     argv = [str(BIN / "payhook"), "worker", "--config", str(config), "--log-level", "warning"]
-    process = _spawn("payhook worker", argv, workdir / f"{log_name}.log", plugin_env(enabled, extra_env))
+    env = _with_core(plugin_env(enabled, extra_env), core)
+    process = _spawn("payhook worker", argv, workdir / f"{log_name}.log", env)
     _wait_log(process, "payhook worker running")
     return process
 
@@ -226,7 +248,7 @@ def start_baseline(config: Path, port: int, workdir: Path, http: str | None = No
     return process
 
 
-def upgrade_database(config: Path, workdir: Path, enabled: Sequence[str]) -> None:
+def upgrade_database(config: Path, workdir: Path, enabled: Sequence[str], core: Core | None = None) -> None:
     """`payhook db upgrade`: serve migrates SQLite itself but leaves PostgreSQL to the operator."""
     log = workdir / "upgrade.log"
     with log.open("wb") as handle:
@@ -234,7 +256,7 @@ def upgrade_database(config: Path, workdir: Path, enabled: Sequence[str]) -> Non
             [str(BIN / "payhook"), "db", "upgrade", "--config", str(config)],
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env=plugin_env(enabled),
+            env=_with_core(plugin_env(enabled), core),
             check=True,
             timeout=120,
         )
@@ -247,16 +269,34 @@ def use_core_rev(rev: str, out: Path) -> str:
     run's numbers tied to one commit. The venv installs payhook as a plain path (.pth), so
     PYTHONPATH takes precedence over it in the server and worker processes.
     """
-    short = subprocess.run(
-        ["git", "rev-parse", "--short", rev], capture_output=True, text=True, check=True, cwd=BENCH
-    ).stdout.strip()
+    core = core_from(rev, out)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(core.path), os.environ.get("PYTHONPATH")]))
+    return core.label
+
+
+def core_from(spec: str, out: Path) -> Core:
+    """The core that `spec` names: a checkout of this repository (say, a `git worktree` of an
+    older commit), or a git revision, exported with `git archive` into `out`."""
+    folder = Path(spec)
+    if folder.is_dir():
+        path = folder / "core" if (folder / "core" / "payhook").is_dir() else folder
+        if not (path / "payhook").is_dir():
+            raise ValueError(f"{spec}: no payhook package in it (nor in its core/)")
+        # A checkout (or `git worktree`) has a .git entry; an exported copy has none.
+        label = _git_short("HEAD", folder) if (folder / ".git").exists() else None
+        return Core(label or folder.name, path.resolve())
+    short = _git_short(spec, BENCH)
+    if short is None:
+        raise ValueError(f"{spec}: neither a folder nor a git revision")
     target = out / f"core-{short}"
     target.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
         ["git", "archive", short, "core"], capture_output=True, check=True, cwd=BENCH.parent
     )
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(target / "core"), os.environ.get("PYTHONPATH")])
-    )
-    return short
+    return Core(short, target / "core")
+
+
+def _git_short(rev: str, where: Path) -> str | None:
+    found = subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True, cwd=where)
+    return found.stdout.strip() if found.returncode == 0 else None

@@ -1,0 +1,151 @@
+"""The ingest write alone: one statement per event against one multi-row INSERT per batch.
+
+    .venv/bin/python bench/eventlog_paths.py --backend sqlite --batch 1,4,16
+    .venv/bin/python bench/eventlog_paths.py --backend postgres --batch 4,16 --repeat 5
+
+Calls `EventLog.append` in this process, with no HTTP and no event loop, on a fresh database
+(SQLite in a temporary folder on the repo's disk, or a new PostgreSQL database on
+127.0.0.1:5432, dropped afterwards). Each batch holds `--batch` new events, a third of them
+with one handler (one run each); the two paths alternate, `--repeat` times each, and the
+median is reported with the range. `wall` is elapsed time per event, `cpu` this thread's CPU
+time per event (less sensitive to a busy machine). On SQLite, the multi-row path is the
+PostgreSQL one run on SQLite's cursor, without the pipeline and the NOTIFY, which SQLite
+does not have: what payhook would do if it batched there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from payhook.config import DatabaseConfig
+from payhook.envelope import parse_event, to_delivery
+from payhook.eventlog import Delivery, EventLog
+from payhook.migrations import upgrade
+from payhook.models import utcnow
+from payhook.runs import runs_of
+from payhook.samples import load_event
+from payhook.store import Store
+from payhook.types import Handler
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+HANDLER = Handler("bench", "record", "payment_intent.succeeded", lambda event, ctx: None)
+
+
+@contextmanager
+def database(backend: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="payhook-bench-", dir=".") as folder:
+            yield f"sqlite:///{folder}/payhook.db"
+        return
+    import psycopg
+
+    name = f"payhook_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def deliveries(count: int, with_runs: bool) -> list[Delivery]:
+    made = []
+    for index in range(count):
+        handled = with_runs and index % 3 == 0
+        kind = "payment_intent.succeeded" if handled else "customer.created"
+        event, payload = parse_event(json.dumps(load_event(kind)).encode())
+        made.append(to_delivery(f"bench-{index % 4}", event, payload, 0, (HANDLER,) if handled else ()))
+    return made
+
+
+class _SqliteBatch:
+    """The multi-row path on SQLite: the batch's cursor, and nothing to wait for."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def waiting(self) -> Any:
+        return self.cursor
+
+
+def append_one_per_event(log: EventLog, batch: list[Delivery]) -> None:
+    log.batched = False
+    log.append(batch)
+
+
+def append_multi_row(log: EventLog, batch: list[Delivery]) -> None:
+    if not log.store.is_sqlite:
+        log.batched = True
+        log.append(batch)
+        return
+    ordered = sorted(batch, key=lambda d: (d.tenant, d.stripe_event_id))
+    with log.store.transaction() as conn:
+        cursor = conn.connection.cursor()
+        try:
+            log._append_batch(_SqliteBatch(cursor), ordered, utcnow())  # type: ignore[arg-type]
+        finally:
+            cursor.close()
+
+
+PATHS = {"one statement per event": append_one_per_event, "one INSERT per batch": append_multi_row}
+
+
+def measure(backend: str, size: int, batches: int, repeat: int) -> None:
+    with database(backend) as url:
+        store = Store(DatabaseConfig(url=url))
+        upgrade(store.engine, include_plugins=False)
+        log = EventLog(store, runs_of(store))
+        # The runs of a SQLite multi-row batch would need the NOTIFY PostgreSQL has and
+        # SQLite has not: there, batches hold events without handlers.
+        with_runs = backend != "sqlite"
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in PATHS}
+        for path in PATHS.values():  # warm up: statements compiled, caches filled
+            for _ in range(20):
+                path(log, deliveries(size, with_runs))
+        for round_ in range(repeat):
+            order = list(PATHS.items()) if round_ % 2 == 0 else list(PATHS.items())[::-1]
+            for name, path in order:
+                prepared = [deliveries(size, with_runs) for _ in range(batches)]
+                wall, cpu = time.perf_counter(), time.thread_time()
+                for batch in prepared:
+                    path(log, batch)
+                events = size * batches
+                results[name].append(
+                    ((time.perf_counter() - wall) / events * 1e6, (time.thread_time() - cpu) / events * 1e6)
+                )
+        store.dispose()
+    for name, samples in results.items():
+        walls = [wall for wall, _ in samples]
+        cpus = [cpu for _, cpu in samples]
+        print(
+            f"| {backend} | {size} | {name} | {statistics.median(walls):.0f} ({min(walls):.0f} to "
+            f"{max(walls):.0f}) | {statistics.median(cpus):.0f} ({min(cpus):.0f} to {max(cpus):.0f}) |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--batch", default="1,4,16", help="comma-separated batch sizes")
+    parser.add_argument("--batches", type=int, default=300, help="batches per measurement")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print("| backend | batch | path | wall µs/event | cpu µs/event |\n|---|---:|---|---:|---:|")
+    for size in (int(size) for size in args.batch.split(",")):
+        measure(args.backend, size, args.batches, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
