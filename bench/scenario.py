@@ -129,10 +129,11 @@ def run_scenario(
         engine = dbcheck.connect(url)
         try:
             port = servers.free_port()
-            # A --versus core may predate `serve --http`: it runs its own default parser (the
-            # server_stack line in the results says which one it was).
+            # A --versus core may predate `serve --http`: then it runs its own default parser
+            # (the server_stack line in the results says which one it was).
+            parser = http if core is None or core.has_http_option else None
             server = servers.start_server(
-                config, port, workdir, scenario.plugins, worker, http=None if core else http, core=core
+                config, port, workdir, scenario.plugins, worker, http=parser, core=core
             )
             processes.append(server)
             outcome.stack = server_stack(server.pid)

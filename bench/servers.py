@@ -125,6 +125,12 @@ class Core:
     label: str  # the commit, for the tables
     path: Path
 
+    @property
+    def has_http_option(self) -> bool:
+        """Whether its `payhook serve` takes --http (older ones pick their parser themselves)."""
+        cli = self.path / "payhook" / "cli.py"
+        return cli.exists() and '"--http"' in cli.read_text(encoding="utf-8")
+
 
 def _with_core(env: dict[str, str], core: Core | None) -> dict[str, str]:
     """`env` with `core` first on PYTHONPATH (the venv installs payhook as a plain path)."""
