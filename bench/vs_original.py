@@ -158,8 +158,8 @@ def run_payhook(layout: str, events: int, folder: Path, synchronous: str) -> dic
     os.environ["PAYHOOK_DISABLED_PLUGINS"] = env["PAYHOOK_DISABLED_PLUGINS"]
     create_orders(config, events)
     port = free_port()
-    serve = ["taskset", "-c", "0", str(BIN / "payhook"), "serve", "--config", str(config), "--port", str(port),
-             "--log-level", "warning"]  # fmt: skip
+    serve = ["taskset", "-c", "0", str(BIN / "payhook"), "serve", "--config", str(config),
+             "--port", str(port), "--log-level", "warning"]  # fmt: skip
     if layout != "inline":
         serve.append("--no-worker")
     worker_core = "1" if layout == "two-cores" else "0"
