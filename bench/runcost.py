@@ -61,6 +61,7 @@ def store_events(url: str, count: int, tenant: str, plugin: str = "bench") -> No
             event = {**template, "id": fresh_event_id()}
             if plugin == "registration":
                 intent = {**template["data"]["object"], "amount_received": 45000, "amount": 45000}
+                intent["id"] = f"pi_bench_{number}"
                 intent["metadata"] = {"order_id": str(number)}
                 event["data"] = {"object": intent}
             parsed, payload = parse_event(json.dumps(event).encode())
