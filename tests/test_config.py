@@ -237,3 +237,85 @@ def test_every_setting_is_documented_with_its_default(section: str) -> None:
     assert set(documented) == set(declared)
     for key, default in documented.items():
         assert tomllib.loads(f"v = {default}")["v"] == declared[key], key
+
+
+STRIPE_EXAMPLE = """
+[stripe]
+api_base = "http://127.0.0.1:12111"
+max_network_retries = 3
+timeout = 12
+
+[tenants.pycon-2027]
+webhook_secrets = ["whsec_a"]
+thin_webhook_secrets = [{ "$env" = "PYCON_THIN_WHSEC" }]
+stripe_api_key = { "$env" = "PYCON_STRIPE_KEY" }
+stripe_account = "acct_1Connected"
+livemode = "live"
+"""
+
+
+def test_stripe_settings_and_tenant_keys_load(tmp_path: Path) -> None:
+    environ = {"PYCON_THIN_WHSEC": "whsec_thin", "PYCON_STRIPE_KEY": "rk_test_restricted_4242"}
+    config = load_config(write(tmp_path, STRIPE_EXAMPLE), environ=environ)
+    assert config.stripe.api_base == "http://127.0.0.1:12111"
+    assert config.stripe.max_network_retries == 3
+    assert config.stripe.timeout == 12.0
+    tenant = config.tenants["pycon-2027"]
+    assert tenant.thin_webhook_secrets == ("whsec_thin",)
+    assert tenant.stripe_api_key == "rk_test_restricted_4242"
+    assert tenant.stripe_account == "acct_1Connected"
+    assert tenant.livemode == "live"
+    assert "rk_test" not in repr(tenant) and "whsec_thin" not in repr(tenant)
+    assert "rk_test" not in repr(config)
+
+
+def test_stripe_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[tenants.a]\nwebhook_secrets = ["whsec_a"]\n'), environ={})
+    assert config.stripe.api_base is None
+    assert config.stripe.max_network_retries == 2
+    tenant = config.tenants["a"]
+    assert tenant.thin_webhook_secrets == ()
+    assert tenant.stripe_api_key is None
+    assert tenant.stripe_account is None
+    assert tenant.livemode == "both"
+
+
+def test_unset_api_key_is_a_problem_unless_secrets_are_not_required(tmp_path: Path) -> None:
+    path = write(tmp_path, STRIPE_EXAMPLE)
+    found = problems(tmp_path, STRIPE_EXAMPLE)
+    assert any("tenants.pycon-2027.stripe_api_key" in line and "PYCON_STRIPE_KEY" in line for line in found)
+    assert any("tenants.pycon-2027.thin_webhook_secrets[0]" in line for line in found)
+    config = load_config(path, environ={}, require_secrets=False)
+    assert config.tenants["pycon-2027"].stripe_api_key is None
+    assert config.tenants["pycon-2027"].thin_webhook_secrets == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "words"),
+    [
+        ('stripe_api_key = "whsec_swapped"', "stripe_api_key", "not an API key"),
+        ('stripe_api_key = " sk_test_padded"', "stripe_api_key", "whitespace"),
+        ("stripe_api_key = 42", "stripe_api_key", "must be a string"),
+        ('livemode = "sometimes"', "livemode", '"live", "test" or "both"'),
+        ("thin_webhook_secrets = []", "thin_webhook_secrets", "non-empty list"),
+    ],
+)
+def test_bad_stripe_tenant_keys(tmp_path: Path, line: str, key: str, words: str) -> None:
+    found = problems(tmp_path, f'[tenants.a]\nwebhook_secrets = ["whsec_a"]\n{line}\n')
+    assert len(found) == 1
+    assert f"tenants.a.{key}" in found[0] and words in found[0]
+    assert "whsec_swapped" not in found[0] and "sk_test_padded" not in found[0]
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('api_base = "ftp://x"', "stripe.api_base"),
+        ("max_network_retries = -1", "stripe.max_network_retries"),
+        ("timeout = 0", "stripe.timeout"),
+        ("retries = 2", "stripe.retries"),
+    ],
+)
+def test_bad_stripe_section(tmp_path: Path, table: str, key: str) -> None:
+    found = problems(tmp_path, f"[stripe]\n{table}\n")
+    assert len(found) == 1 and key in found[0]

@@ -21,6 +21,7 @@ from payhook.config import (
     OperatorConfig,
     ProcessingConfig,
     RetryPolicy,
+    StripeConfig,
     TenantConfig,
 )
 
@@ -36,6 +37,7 @@ SECTIONS: dict[str, tuple[tuple[type, ...], frozenset[str]]] = {
     "[tenants.<slug>]": ((TenantConfig,), frozenset({"slug", "plugin_config"})),
     "[operator]": ((OperatorConfig,), frozenset()),
     "[logging]": ((LoggingConfig,), frozenset()),
+    "[stripe]": ((StripeConfig,), frozenset()),
 }
 # Tables documented by a heading and prose rather than a table of their own.
 SUBTABLES = {

@@ -27,6 +27,7 @@ __all__ = [
     "OperatorConfig",
     "ProcessingConfig",
     "RetryPolicy",
+    "StripeConfig",
     "TenantConfig",
     "load_config",
 ]
@@ -36,6 +37,7 @@ log = logging.getLogger("payhook.config")
 ProcessingMode = Literal["queued", "inline"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LivemodePolicy = Literal["live", "test", "both"]
 
 # Tenants become URL path segments and log fields, so keep them boring.
 TENANT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -107,6 +109,17 @@ class ProcessingConfig:
 
 
 @dataclass(frozen=True)
+class StripeConfig:
+    """`[stripe]`: how every tenant's API client reaches Stripe."""
+
+    # None: the SDK's own (https://api.stripe.com); a stripe-mock or a local fake otherwise.
+    api_base: str | None = None
+    # The SDK retries 409, 429, 5xx and network errors itself, with backoff and Retry-After.
+    max_network_retries: int = field(default=2, metadata=ZERO_ALLOWED)
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class TenantConfig:
     slug: str
     webhook_secrets: tuple[str, ...]
@@ -114,11 +127,20 @@ class TenantConfig:
     active: bool = True
     mode: ProcessingMode | None = None
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Signing secrets of the tenant's thin-event destination; none: no POST /<slug>/thin.
+    thin_webhook_secrets: tuple[str, ...] = ()
+    # The tenant's API key (a restricted one will do); None: handlers get no ctx.stripe.
+    stripe_api_key: str | None = field(default=None, repr=False)
+    # A Connect account the client acts on (the Stripe-Account header).
+    stripe_account: str | None = None
+    livemode: LivemodePolicy = "both"
 
     def __repr__(self) -> str:
         # Secrets must never reach logs or tracebacks.
         return (
             f"TenantConfig(slug={self.slug!r}, secrets={len(self.webhook_secrets)}, "
+            f"thin_secrets={len(self.thin_webhook_secrets)}, "
+            f"api_key={'set' if self.stripe_api_key else 'unset'}, "
             f"plugins={self.plugins!r}, active={self.active!r})"
         )
 
@@ -151,6 +173,7 @@ class Config:
     # None when the file has no [operator] table: nothing extra is served.
     operator: OperatorConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    stripe: StripeConfig = field(default_factory=StripeConfig)
     source: str = "<config>"
 
     def mode_for(self, tenant: TenantConfig) -> ProcessingMode:
@@ -328,6 +351,7 @@ class _Parser:
             tenants=self.tenants(root.get("tenants", {})),
             operator=self.operator(root["operator"]) if "operator" in root else None,
             logging=self.logging(root.get("logging", {})),
+            stripe=self.stripe(root.get("stripe", {})),
             source=self.source,
         )
 
@@ -388,6 +412,14 @@ class _Parser:
         table = self.table(data, "logging", frozenset(_settings(LoggingConfig)))
         return LoggingConfig(**self.settings(LoggingConfig, table, "logging"))
 
+    def stripe(self, data: Any) -> StripeConfig:
+        table = self.table(data, "stripe", frozenset(_settings(StripeConfig)))
+        config = StripeConfig(**self.settings(StripeConfig, table, "stripe"))
+        if config.api_base is not None and not config.api_base.startswith(("http://", "https://")):
+            self.problem("stripe.api_base", f"must be an http:// or https:// URL, got {config.api_base!r}")
+            config = replace(config, api_base=None)
+        return config
+
     def retry(self, table: Mapping[str, Any], prefix: str, default: RetryPolicy) -> RetryPolicy:
         policy = replace(default, **self.settings(RetryPolicy, table, prefix))
         if policy.backoff_cap < policy.backoff_base:
@@ -447,10 +479,19 @@ class _Parser:
                     f"{key}.plugin_config.{name}",
                     f"configures plugin {name!r}, which is not in {key}.plugins; add it or remove this table",
                 )
-        scalars = {name: value for name, value in table.items() if name != "slug"}
+        thin = table.get("thin_webhook_secrets")
+        thin_secrets = () if thin is None else self.secrets(thin, f"{key}.thin_webhook_secrets")
+        api_key = (
+            self.api_key(table["stripe_api_key"], f"{key}.stripe_api_key")
+            if "stripe_api_key" in table
+            else None
+        )
+        scalars = {name: value for name, value in table.items() if name not in ("slug", "stripe_api_key")}
         return TenantConfig(
             slug=slug,
             webhook_secrets=tuple(secrets),
+            thin_webhook_secrets=tuple(thin_secrets),
+            stripe_api_key=api_key,
             plugins=tuple(dict.fromkeys(plugins)),
             plugin_config={
                 name: self.resolve_env(value, f"{key}.plugin_config.{name}")
@@ -458,6 +499,29 @@ class _Parser:
             },
             **self.settings(TenantConfig, scalars, key),
         )
+
+    def api_key(self, item: Any, key: str) -> str | None:
+        """A tenant's Stripe API key; like a secret, never shown in a message."""
+        if not isinstance(item, str) and not _is_env_reference(item):
+            self.problem(key, 'must be a string or { "$env" = "NAME" }')
+            return None
+        api_key: str | None = self.resolve_env(item, key)
+        if api_key is None:
+            return None
+        if api_key != api_key.strip() or not api_key.strip():
+            self.problem(key, "is blank or has leading or trailing whitespace (a newline?); remove it")
+            return None
+        if api_key.startswith("whsec_"):
+            # Would fail every API call with 401; the two are easy to swap in a config.
+            self.problem(key, "is a webhook signing secret (whsec_...), not an API key (sk_... or rk_...)")
+            return None
+        if not api_key.startswith(("sk_", "rk_")):
+            log.warning(
+                "%s: %s: does not start with sk_ or rk_ as Stripe's secret and restricted keys do",
+                self.source,
+                key,
+            )
+        return api_key
 
     def resolve_env(self, value: Any, key: str) -> Any:
         """`value` with every `{ "$env" = "NAME" }` in it replaced by that variable's value.
