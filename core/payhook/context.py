@@ -96,7 +96,8 @@ class HandlerContext:
         # 1 on the first try; counts every try of this run, replays included.
         self.attempt = attempt
         self.event_id = event_id
-        # True when an operator (or a redelivery of a dead event) asked for this run again.
+        # True when an operator replayed this run (`payhook runs replay`, the status page); a
+        # redelivery that re-arms a dead run is not a replay.
         self.is_replay = is_replay
         self._transaction = transaction
         self._runs = runs
