@@ -12,8 +12,11 @@ from .config import TenantConfig
 from .runs import newer_event_applied
 
 if TYPE_CHECKING:
+    import stripe
+
     from .runs import Runs
     from .store import HandlerTransaction
+    from .stripe_clients import StripeClients
 
 __all__ = ["GiveUp", "HandlerContext", "RetryLater", "Skip"]
 
@@ -58,6 +61,7 @@ class HandlerContext:
         "_after_commit",
         "_lease_token",
         "_runs",
+        "_stripe_clients",
         "_transaction",
         "attempt",
         "config",
@@ -85,6 +89,7 @@ class HandlerContext:
         transaction: HandlerTransaction,
         runs: Runs,
         lease_token: str,
+        stripe_clients: StripeClients | None = None,
     ) -> None:
         self.tenant = tenant
         self.plugin = plugin
@@ -102,6 +107,7 @@ class HandlerContext:
         self._transaction = transaction
         self._runs = runs
         self._lease_token = lease_token
+        self._stripe_clients = stripe_clients
         self._after_commit: list[Callable[[], Any]] = []
 
     def __repr__(self) -> str:
@@ -113,6 +119,20 @@ class HandlerContext:
         `plugin_settings` hook returns, read from `config` and checked at start (None when
         the plugin declares no settings)."""
         return self.hook._host.settings_for(self.tenant, self.plugin)
+
+    @property
+    def stripe(self) -> stripe.StripeClient:
+        """This tenant's Stripe client: its `stripe_api_key`, its `stripe_account`.
+
+        Raises NoStripeKey, naming the key to set, when the tenant has no API key.
+        """
+        if self._stripe_clients is None:
+            # A context built by hand (a plugin's own unit test) has no registry to ask.
+            from .config import StripeConfig
+            from .stripe_clients import StripeClients
+
+            self._stripe_clients = StripeClients(StripeConfig())
+        return self._stripe_clients.for_tenant(self.tenant)
 
     @property
     def session(self) -> Session:

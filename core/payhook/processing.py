@@ -21,6 +21,7 @@ from .plugins import PluginHost
 from .runs import ClaimedRun, Failure, Runs
 from .sqlite import WriteConflict, is_lock_error
 from .store import Store
+from .stripe_clients import StripeClients
 from .types import Handler
 
 __all__ = ["Outcome", "Processor", "RunOutcome", "backoff_delay"]
@@ -69,12 +70,20 @@ class Processor:
     """Claims runs and executes them; used by the worker, inline mode and tests."""
 
     def __init__(
-        self, config: Config, store: Store, host: PluginHost, runs: Runs, owner: str | None = None
+        self,
+        config: Config,
+        store: Store,
+        host: PluginHost,
+        runs: Runs,
+        owner: str | None = None,
+        stripe_clients: StripeClients | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.host = host
         self.runs = runs
+        # Handlers' `ctx.stripe`: one client per tenant, built when a handler first asks.
+        self.stripe_clients = stripe_clients or StripeClients(config.stripe)
         self.owner = owner or default_owner()
         self._loggers: dict[str, logging.Logger] = {}
 
@@ -146,6 +155,7 @@ class Processor:
             transaction=transaction,
             runs=self.runs,
             lease_token=run.lease_token,
+            stripe_clients=self.stripe_clients,
         )
         started = time.perf_counter()
         try:

@@ -135,6 +135,7 @@ class Payhook:
             self._observers.shutdown(wait=True)
             self._observers = None
         self._started = False
+        self.processor.stripe_clients.close()
         self.store.dispose()
         return abandoned
 
