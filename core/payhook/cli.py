@@ -19,7 +19,7 @@ import click
 from click.core import ParameterSource
 
 from . import logs, migrations
-from .commands import config_group, events, failures, plugins_group
+from .commands import config_group, events, failures, plugins_group, reconcile_command
 from .commands.common import progress_bar
 from .config import Config, ConfigError, load_config
 from .scaffold import plugin
@@ -425,3 +425,4 @@ main.add_command(events)
 main.add_command(failures)
 main.add_command(plugins_group)
 main.add_command(config_group)
+main.add_command(reconcile_command)

@@ -50,6 +50,8 @@ class Delivery:
     payload: str
     secret_index: int
     handlers: tuple[Handler, ...]
+    # "webhook", or "reconcile" for an event listed from the API (see reconcile.py).
+    source: str = "webhook"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def _row(delivery: Delivery, now: datetime) -> dict[str, Any]:
         "payload": delivery.payload,
         "secret_index": delivery.secret_index,
         "pruned_at": None,
+        "source": delivery.source,
     }
 
 

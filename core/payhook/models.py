@@ -75,6 +75,9 @@ class Event(SQLModel, table=True):
     payload: str = Field(sa_column=Column(Text, nullable=False))
     secret_index: int = 0
     pruned_at: datetime | None = _time(nullable=True)
+    # How the event came in: "webhook" (delivered by Stripe) or "reconcile" (listed from
+    # the API by `payhook reconcile` after its delivery was missed).
+    source: str = Field(default="webhook", max_length=16, sa_column_kwargs={"server_default": "webhook"})
 
 
 class HandlerRun(SQLModel, table=True):

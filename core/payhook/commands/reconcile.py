@@ -1,0 +1,84 @@
+"""`payhook reconcile`: list each tenant's events from Stripe and store those never received."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from ..config import ConfigError
+from ..reconcile import TenantReconcile, reconcile
+from .common import (
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+    config_option,
+    echo_json,
+    fail,
+    json_option,
+    load,
+    open_store,
+    parse_since,
+    since_option,
+    table,
+)
+
+__all__ = ["reconcile_command"]
+
+DEFAULT_SINCE = "3d"
+
+
+@click.command("reconcile")
+@config_option
+@click.option("--tenant", help="Only this tenant (default: every active tenant).")
+@since_option(
+    "List events created at or after WHEN: ISO 8601 (2027-05-01T12:00) or relative (3d, 12h, 30m). "
+    f"Default: {DEFAULT_SINCE}. Stripe keeps events for 30 days."
+)
+@json_option
+def reconcile_command(config_path: str, tenant: str | None, since: datetime | None, as_json: bool) -> None:
+    """Store the events Stripe created that payhook never received, with their runs.
+
+    Exits 1 when a tenant failed (an API error left after the SDK's retries, no API key,
+    an event payhook cannot store); what was stored before the failure stays stored.
+    """
+    from ..plugins import PluginHost
+    from ..stripe_clients import StripeClients
+
+    config = load(config_path)
+    if tenant is not None and tenant not in config.tenants:
+        fail(f"no tenant {tenant!r} in {config.source}", EXIT_USAGE)
+    host = PluginHost()
+    try:
+        # Runs are created for the tenant's plugins: they must be installed, as for serve.
+        host.check_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
+    clients = StripeClients(config.stripe)
+    try:
+        with open_store(config) as store:
+            reports = reconcile(
+                config,
+                store,
+                host,
+                clients,
+                since=since or parse_since(DEFAULT_SINCE),
+                tenants=None if tenant is None else [tenant],
+            )
+    finally:
+        clients.close()
+    _show(reports, as_json)
+    if not all(report.ok for report in reports):
+        raise SystemExit(EXIT_PROBLEM)
+
+
+def _show(reports: list[TenantReconcile], as_json: bool) -> None:
+    if as_json:
+        echo_json([report.as_json() for report in reports])
+        return
+    rows = [[r.tenant, r.listed, r.new, r.known, r.failed, r.pages] for r in reports]
+    click.echo(table(["tenant", "listed", "new", "known", "failed", "pages"], rows))
+    for report in reports:
+        if report.error is not None:
+            click.echo(f"error: {report.tenant}: {report.error}", err=True)
