@@ -297,7 +297,8 @@ def test_unset_api_key_is_a_problem_unless_secrets_are_not_required(tmp_path: Pa
         ('stripe_api_key = " sk_test_padded"', "stripe_api_key", "whitespace"),
         ("stripe_api_key = 42", "stripe_api_key", "must be a string"),
         ('livemode = "sometimes"', "livemode", '"live", "test" or "both"'),
-        ("thin_webhook_secrets = []", "thin_webhook_secrets", "non-empty list"),
+        ('stripe_api_key = "sk_test_k"\nthin_webhook_secrets = []', "thin_webhook_secrets", "non-empty list"),
+        ('thin_webhook_secrets = ["whsec_t"]', "thin_webhook_secrets", "set tenants.a.stripe_api_key"),
     ],
 )
 def test_bad_stripe_tenant_keys(tmp_path: Path, line: str, key: str, words: str) -> None:

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from .config import Config
-from .ingest import healthz, receive
+from .ingest import healthz, receive, receive_thin
 from .routing import JSON_ERROR_HANDLERS, TenantRoute
 from .runtime import Payhook
 from .store import Store
@@ -44,6 +44,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             TenantRoute("/{tenant}", receive, methods=["POST"]),
+            TenantRoute("/{tenant}/thin", receive_thin, methods=["POST"]),
         ],
         exception_handlers=JSON_ERROR_HANDLERS,
         lifespan=payhook.lifespan,

@@ -481,6 +481,12 @@ class _Parser:
                 )
         thin = table.get("thin_webhook_secrets")
         thin_secrets = () if thin is None else self.secrets(thin, f"{key}.thin_webhook_secrets")
+        if thin is not None and "stripe_api_key" not in table:
+            # A thin event names its object without holding it: handlers must fetch it.
+            self.problem(
+                f"{key}.thin_webhook_secrets",
+                f"thin events need an API key to fetch what they refer to; set {key}.stripe_api_key",
+            )
         api_key = (
             self.api_key(table["stripe_api_key"], f"{key}.stripe_api_key")
             if "stripe_api_key" in table

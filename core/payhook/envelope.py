@@ -16,7 +16,21 @@ from typing import Any
 from .eventlog import Delivery
 from .types import Handler
 
-__all__ = ["MAX_DEPTH", "MAX_ID_LENGTH", "BadEvent", "parse_event", "to_delivery"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ID_LENGTH",
+    "THIN_OBJECT",
+    "BadEvent",
+    "WrongRoute",
+    "parse_event",
+    "parse_thin_event",
+    "to_delivery",
+    "to_thin_delivery",
+]
+
+# The `object` of a thin event notification (an event destination's "thin" payload).
+THIN_OBJECT = "v2.core.event"
+THIN_SOURCE = "thin"
 
 # Stripe's events nest about ten levels; far below the parser's recursion limit.
 MAX_DEPTH = 64
@@ -48,8 +62,46 @@ class BadEvent(Exception):
         super().__init__(detail)
 
 
+class WrongRoute(BadEvent):
+    """A verified body of the other kind: a thin event on the snapshot route, or back."""
+
+    def __init__(self, thin: bool) -> None:
+        self.thin = thin  # True: the body is a thin event
+        kind = f'a thin event ("object": "{THIN_OBJECT}")' if thin else 'a snapshot event ("object": "event")'
+        super().__init__("wrong_route", f"the body is {kind}")
+
+
 def parse_event(body: bytes) -> tuple[dict[str, Any], str]:
     """The event envelope and the body's text; raises `BadEvent` saying what is wrong."""
+    event, text = _parse_object(body)
+    if event.get("object") == THIN_OBJECT:
+        raise WrongRoute(thin=True)
+    if event.get("object") != "event":
+        raise BadEvent("not_an_event", 'the body is not a Stripe event (no "object": "event")')
+    _check_id_and_type(event)
+    return event, text
+
+
+def parse_thin_event(body: bytes) -> tuple[dict[str, Any], str]:
+    """A thin event notification and the body's text; raises `BadEvent` as parse_event."""
+    event, text = _parse_object(body)
+    if event.get("object") == "event":
+        raise WrongRoute(thin=False)
+    if event.get("object") != THIN_OBJECT:
+        raise BadEvent("not_an_event", f'the body is not a thin event (no "object": "{THIN_OBJECT}")')
+    _check_id_and_type(event)
+    return event, text
+
+
+def _check_id_and_type(event: dict[str, Any]) -> None:
+    for name in ("id", "type"):
+        value = event.get(name)
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or not _storable(value):
+            raise BadEvent("not_an_event", f"the event has no valid {name!r}")
+
+
+def _parse_object(body: bytes) -> tuple[dict[str, Any], str]:
+    """The body as a JSON object, and its text."""
     try:
         # Stripe sends UTF-8; the stored payload is this exact text.
         text = body.decode("utf-8")
@@ -61,12 +113,8 @@ def parse_event(body: bytes) -> tuple[dict[str, Any], str]:
         event = json.loads(text, parse_constant=_refuse_constant)
     except ValueError:
         raise BadEvent("invalid_json", "the body is not JSON") from None
-    if not isinstance(event, dict) or event.get("object") != "event":
+    if not isinstance(event, dict):
         raise BadEvent("not_an_event", 'the body is not a Stripe event (no "object": "event")')
-    for name in ("id", "type"):
-        value = event.get(name)
-        if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or not _storable(value):
-            raise BadEvent("not_an_event", f"the event has no valid {name!r}")
     return event, text
 
 
@@ -90,6 +138,39 @@ def to_delivery(
         secret_index=secret_index,
         handlers=handlers,
     )
+
+
+def to_thin_delivery(
+    tenant: str, event: dict[str, Any], payload: str, secret_index: int, handlers: tuple[Handler, ...]
+) -> Delivery:
+    """The row to store for a thin event: its related object's id, its context (the
+    Connect account) and its creation time (ISO 8601 in thin events) when they fit."""
+    related = event.get("related_object")
+    object_id = related.get("id") if isinstance(related, dict) else None
+    return Delivery(
+        tenant=tenant,
+        stripe_event_id=event["id"],
+        type=event["type"],
+        livemode=event.get("livemode") is True,
+        api_version=None,
+        account=_short(event.get("context"), MAX_ID_LENGTH),
+        object_id=_short(object_id, MAX_ID_LENGTH),
+        created=_iso_created(event.get("created")),
+        payload=payload,
+        secret_index=secret_index,
+        handlers=handlers,
+        source=THIN_SOURCE,
+    )
+
+
+def _iso_created(value: Any) -> datetime | None:
+    if not isinstance(value, str) or len(value) > MAX_API_VERSION_LENGTH:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _nests_deeper_than(text: str, limit: int) -> bool:

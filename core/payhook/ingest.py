@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from .envelope import BadEvent, parse_event, to_delivery
+from .envelope import BadEvent, WrongRoute, parse_event, parse_thin_event, to_delivery, to_thin_delivery
 from .observe import observe_delivery
 from .store import StoreUnavailable
 from .verification import SignatureError, verify_signature
@@ -18,7 +18,7 @@ from .verification import SignatureError, verify_signature
 if TYPE_CHECKING:
     from .runtime import Payhook
 
-__all__ = ["error", "healthz", "receive"]
+__all__ = ["error", "healthz", "receive", "receive_thin"]
 
 log = logging.getLogger("payhook.ingest")
 
@@ -89,6 +89,21 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 @observe_delivery
 async def receive(request: Request) -> Response:
+    """`POST /{tenant}`: a snapshot event, signed with one of `webhook_secrets`."""
+    return await _receive(request, thin=False)
+
+
+@observe_delivery
+async def receive_thin(request: Request) -> Response:
+    """`POST /{tenant}/thin`: a thin event notification, signed with `thin_webhook_secrets`."""
+    return await _receive(request, thin=True)
+
+
+def _route(slug: str, thin: bool) -> str:
+    return f"/{slug}/thin" if thin else f"/{slug}"
+
+
+async def _receive(request: Request, *, thin: bool) -> Response:
     payhook: Payhook = request.app.state.payhook
     await payhook.ensure_started()
     slug = request.path_params["tenant"]
@@ -97,6 +112,11 @@ async def receive(request: Request) -> Response:
         return error(404, "unknown_tenant", f"no tenant {shown(slug)!r} is configured")
     if not tenant.active:
         return error(404, "unknown_tenant", f"tenant {slug!r} is not active")
+    secrets, other_secrets = tenant.webhook_secrets, tenant.thin_webhook_secrets
+    if thin:
+        secrets, other_secrets = other_secrets, secrets
+        if not secrets:
+            return error(404, "thin_not_enabled", f"tenant {slug!r} takes no thin events")
     ingest = payhook.config.ingest
     try:
         body = await read_body(request, ingest.max_body_bytes, ingest.body_timeout)
@@ -107,21 +127,24 @@ async def receive(request: Request) -> Response:
         return error(408, "body_timeout", detail, CLOSE)
     except ClientDisconnect:
         return Response(status_code=400)
+    signature = request.headers.get("stripe-signature")
     try:
-        secret_index = verify_signature(
-            body,
-            request.headers.get("stripe-signature"),
-            tenant.webhook_secrets,
-            tolerance=ingest.signature_tolerance,
-        )
+        secret_index = verify_signature(body, signature, secrets, tolerance=ingest.signature_tolerance)
     except SignatureError as exc:
+        if _signed_by(body, signature, other_secrets, ingest.signature_tolerance):
+            # Signed for the tenant's other destination: say where it belongs.
+            detail = f"{exc.detail}; it is signed for {_route(slug, not thin)}, POST it there"
+            return error(400, "wrong_route", detail)
         return error(400, exc.code, exc.detail)
     try:
-        event, payload = parse_event(body)
+        event, payload = parse_thin_event(body) if thin else parse_event(body)
+    except WrongRoute as exc:
+        return error(400, exc.code, f"{exc.detail}; POST it to {_route(slug, exc.thin)}")
     except BadEvent as exc:
         return error(400, exc.code, exc.detail)
     handlers = payhook.plugins.handlers_for(event["type"], tenant)
-    delivery = to_delivery(slug, event, payload, secret_index, handlers)
+    to_row = to_thin_delivery if thin else to_delivery
+    delivery = to_row(slug, event, payload, secret_index, handlers)
     request.state.payhook_delivery = delivery  # for its log line (observe.DELIVERY_STATE)
     try:
         result = await payhook.store_delivery(delivery)
@@ -143,6 +166,16 @@ async def receive(request: Request) -> Response:
     if result.rearmed:
         body_out["rearmed"] = result.rearmed
     return JSONResponse(body_out)
+
+
+def _signed_by(body: bytes, signature: str | None, secrets: tuple[str, ...], tolerance: int) -> bool:
+    if not secrets:
+        return False
+    try:
+        verify_signature(body, signature, secrets, tolerance=tolerance)
+    except SignatureError:
+        return False
+    return True
 
 
 async def healthz(request: Request) -> Response:

@@ -160,7 +160,7 @@ class Processor:
         started = time.perf_counter()
         try:
             try:
-                ctx.hook.run_handler(handler=handler, event=run.payload.event, ctx=ctx)
+                ctx.hook.run_handler(handler=handler, event=self._event_for(run, tenant), ctx=ctx)
                 elapsed = (time.perf_counter() - started) * 1000
                 if transaction.used:
                     cursor = transaction.cursor_for_write()
@@ -249,6 +249,15 @@ class Processor:
             except Exception:
                 log.exception("a handler_failed hook raised")
         return RunOutcome(run.id, Outcome.DEAD if dead else Outcome.FAILED, failure.message)
+
+    def _event_for(self, run: ClaimedRun, tenant: TenantConfig) -> Any:
+        """What the handler gets: the snapshot event, or for a thin event the SDK's
+        EventNotification of its type, on the tenant's client (so that `fetch_event()` and
+        `fetch_related_object()` use the tenant's key)."""
+        if not run.payload.is_thin:
+            return run.payload.event
+        client = self.stripe_clients.for_tenant(tenant)
+        return client.parse_event_notification_without_verification(run.payload.text)
 
     def _logger(self, plugin: str) -> logging.Logger:
         logger = self._loggers.get(plugin)

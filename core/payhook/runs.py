@@ -87,18 +87,30 @@ def _sources(transition: str) -> list[str]:
     return sorted(status.value for status in TRANSITIONS[transition][0])
 
 
+THIN_MARK = '"v2.core.event"'
+
+
 class EventPayload:
     """A stored event's text, parsed once, on first use, for all the runs that share it.
 
     Handlers get the same event object: they must treat it as read-only.
     """
 
-    __slots__ = ("_event", "_lock", "text")
+    __slots__ = ("_event", "_lock", "_thin", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._event: StripeEvent | None = None
+        self._thin: bool | None = None
         self._lock = threading.Lock()
+
+    @property
+    def is_thin(self) -> bool:
+        """Whether this is a thin event notification (`"object": "v2.core.event"`)."""
+        if self._thin is None:
+            # The substring test spares parsing every snapshot event a second time.
+            self._thin = THIN_MARK in self.text and json.loads(self.text).get("object") == "v2.core.event"
+        return self._thin
 
     @property
     def event(self) -> StripeEvent:
