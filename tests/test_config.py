@@ -278,6 +278,7 @@ def test_stripe_defaults(tmp_path: Path) -> None:
     assert tenant.stripe_api_key is None
     assert tenant.stripe_account is None
     assert tenant.livemode == "both"
+    assert tenant.api_version is None
 
 
 def test_unset_api_key_is_a_problem_unless_secrets_are_not_required(tmp_path: Path) -> None:

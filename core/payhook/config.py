@@ -134,6 +134,8 @@ class TenantConfig:
     # A Connect account the client acts on (the Stripe-Account header).
     stripe_account: str | None = None
     livemode: LivemodePolicy = "both"
+    # The API version the tenant's endpoint is pinned to; events of another are flagged.
+    api_version: str | None = None
 
     def __repr__(self) -> str:
         # Secrets must never reach logs or tracebacks.

@@ -52,6 +52,9 @@ class Delivery:
     handlers: tuple[Handler, ...]
     # "webhook", or "reconcile" for an event listed from the API (see reconcile.py).
     source: str = "webhook"
+    # Set by guards.check: why the event gets no runs, and whether its API version is off.
+    ignored_reason: str | None = None
+    api_version_mismatch: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ def _row(delivery: Delivery, now: datetime) -> dict[str, Any]:
         "secret_index": delivery.secret_index,
         "pruned_at": None,
         "source": delivery.source,
+        "ignored_reason": delivery.ignored_reason,
+        "api_version_mismatch": delivery.api_version_mismatch,
     }
 
 

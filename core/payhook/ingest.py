@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .envelope import BadEvent, WrongRoute, parse_event, parse_thin_event, to_delivery, to_thin_delivery
+from .guards import check as check_guards
 from .observe import observe_delivery
 from .store import StoreUnavailable
 from .verification import SignatureError, verify_signature
@@ -144,7 +145,7 @@ async def _receive(request: Request, *, thin: bool) -> Response:
         return error(400, exc.code, exc.detail)
     handlers = payhook.plugins.handlers_for(event["type"], tenant)
     to_row = to_thin_delivery if thin else to_delivery
-    delivery = to_row(slug, event, payload, secret_index, handlers)
+    delivery = check_guards(tenant, to_row(slug, event, payload, secret_index, handlers))
     request.state.payhook_delivery = delivery  # for its log line (observe.DELIVERY_STATE)
     try:
         result = await payhook.store_delivery(delivery)
@@ -165,6 +166,8 @@ async def _receive(request: Request, *, thin: bool) -> Response:
     body_out: dict[str, Any] = {"status": result.status, "event": delivery.stripe_event_id}
     if result.rearmed:
         body_out["rearmed"] = result.rearmed
+    if delivery.ignored_reason is not None and result.status == "ignored":
+        body_out["reason"] = delivery.ignored_reason
     return JSONResponse(body_out)
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -78,6 +78,10 @@ class Event(SQLModel, table=True):
     # How the event came in: "webhook" (delivered by Stripe) or "reconcile" (listed from
     # the API by `payhook reconcile` after its delivery was missed).
     source: str = Field(default="webhook", max_length=16, sa_column_kwargs={"server_default": "webhook"})
+    # Set when the event was stored without runs by a tenant's guard (its `livemode`).
+    ignored_reason: str | None = Field(default=None, max_length=255)
+    # The event's api_version is not the one the tenant's config expects.
+    api_version_mismatch: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class HandlerRun(SQLModel, table=True):

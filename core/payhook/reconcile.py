@@ -22,6 +22,7 @@ from sqlalchemy import select
 from .config import Config, TenantConfig
 from .envelope import BadEvent, parse_event, to_delivery
 from .eventlog import Delivery, EventLog
+from .guards import check as check_guards
 from .plugins import PluginHost
 from .runs import EVENT, runs_of
 from .store import Store, StoreUnavailable
@@ -191,7 +192,7 @@ def _store_page(
         handlers = host.handlers_for(event["type"], tenant)
         # secret_index 0: no signature was checked; the API answered over TLS with the key.
         delivery = to_delivery(tenant.slug, event, payload, 0, handlers)
-        deliveries.append(replace(delivery, source=RECONCILE_SOURCE))
+        deliveries.append(check_guards(tenant, replace(delivery, source=RECONCILE_SOURCE)))
     known = _stored_ids(store, tenant.slug, [d.stripe_event_id for d in deliveries])
     fresh: dict[str, Delivery] = {}
     for delivery in deliveries:
