@@ -117,6 +117,9 @@ class StripeConfig:
     # The SDK retries 409, 429, 5xx and network errors itself, with backoff and Retry-After.
     max_network_retries: int = field(default=2, metadata=ZERO_ALLOWED)
     timeout: float = 30.0
+    # Calls per second per tenant that `ctx.fetch_latest()` may make (Stripe allows 25 in
+    # test mode, 100 live, per account).
+    rate_limit: float = 25.0
 
 
 @dataclass(frozen=True)

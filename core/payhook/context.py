@@ -59,6 +59,7 @@ class HandlerContext:
 
     __slots__ = (
         "_after_commit",
+        "_event",
         "_lease_token",
         "_runs",
         "_stripe_clients",
@@ -90,6 +91,7 @@ class HandlerContext:
         runs: Runs,
         lease_token: str,
         stripe_clients: StripeClients | None = None,
+        event: Any = None,
     ) -> None:
         self.tenant = tenant
         self.plugin = plugin
@@ -108,6 +110,7 @@ class HandlerContext:
         self._runs = runs
         self._lease_token = lease_token
         self._stripe_clients = stripe_clients
+        self._event = event
         self._after_commit: list[Callable[[], Any]] = []
 
     def __repr__(self) -> str:
@@ -126,13 +129,30 @@ class HandlerContext:
 
         Raises NoStripeKey, naming the key to set, when the tenant has no API key.
         """
+        return self._clients().for_tenant(self.tenant)
+
+    def fetch_latest(self) -> Any:
+        """The event's `data.object` as Stripe has it now, retrieved with the tenant's client.
+
+        An event is a snapshot taken when it happened; a handler that acts on the object's
+        current state (a retried run, an out-of-order delivery) asks for it here. Identical
+        requests in flight share one call, and each tenant's calls are rate limited.
+        """
+        obj = getattr(getattr(self._event, "data", None), "object", None)
+        url = getattr(obj, "instance_url", None)
+        if url is None:
+            raise ValueError("this event has no data.object that can be retrieved from the API")
+        clients = self._clients()
+        return clients.retrieve(self.tenant, url())
+
+    def _clients(self) -> StripeClients:
         if self._stripe_clients is None:
             # A context built by hand (a plugin's own unit test) has no registry to ask.
             from .config import StripeConfig
             from .stripe_clients import StripeClients
 
             self._stripe_clients = StripeClients(StripeConfig())
-        return self._stripe_clients.for_tenant(self.tenant)
+        return self._stripe_clients
 
     @property
     def session(self) -> Session:

@@ -160,7 +160,8 @@ class Processor:
         started = time.perf_counter()
         try:
             try:
-                ctx.hook.run_handler(handler=handler, event=self._event_for(run, tenant), ctx=ctx)
+                event = ctx._event = self._event_for(run, tenant)
+                ctx.hook.run_handler(handler=handler, event=event, ctx=ctx)
                 elapsed = (time.perf_counter() - started) * 1000
                 if transaction.used:
                     cursor = transaction.cursor_for_write()

@@ -11,6 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .config import StripeConfig, TenantConfig
+from .fetch import Coalescer, RateLimiter
 
 if TYPE_CHECKING:
     import stripe
@@ -36,6 +37,8 @@ class StripeClients:
         self.settings = settings
         self._clients: dict[str, stripe.StripeClient] = {}
         self._transports: list[Any] = []
+        self._limiters: dict[str, RateLimiter] = {}
+        self._coalescer = Coalescer()
         # Handlers run on several worker threads; two asking at once must share one client.
         self._lock = threading.Lock()
 
@@ -51,6 +54,24 @@ class StripeClients:
             if client is None:
                 client = self._clients[tenant.slug] = self._build(tenant, tenant.stripe_api_key)
         return client
+
+    def retrieve(self, tenant: TenantConfig, url: str) -> Any:
+        """GET `url` (an object's API path) with the tenant's client: identical requests
+        in flight are made once, and calls are held to `[stripe] rate_limit` per second."""
+
+        def call() -> Any:
+            client = self.for_tenant(tenant)
+            self._limiter(tenant.slug).acquire()
+            return client.deserialize(client.raw_request("get", url), api_mode="V1")
+
+        return self._coalescer.call((tenant.slug, url), call)
+
+    def _limiter(self, slug: str) -> RateLimiter:
+        limiter = self._limiters.get(slug)
+        if limiter is None:
+            with self._lock:
+                limiter = self._limiters.setdefault(slug, RateLimiter(self.settings.rate_limit))
+        return limiter
 
     def _build(self, tenant: TenantConfig, api_key: str) -> stripe.StripeClient:
         import stripe
