@@ -241,3 +241,20 @@ def test_the_command_prints_one_object_per_tenant_and_exits_1_when_one_failed(
 
     result = payhook("reconcile", "--config", str(config), "--tenant", "nope", env=env)
     assert result.exit_code == 2 and "no tenant 'nope'" in result.output
+
+
+@store_backends
+def test_a_refused_key_fails_the_tenant_without_showing_the_key(
+    two_tenants: PayhookHarness, stripe_api: Any
+) -> None:
+    refused = {
+        "error": {
+            "type": "invalid_request_error",
+            "message": f"Invalid API Key provided: {KEYS['pycon']}",
+        }
+    }
+    stripe_api.get("/v1/events").mock(return_value=httpx.Response(401, json=refused))
+    [report] = run(two_tenants, tenants=["pycon"])
+    assert report.error is not None and report.error.startswith("page 1: AuthenticationError: HTTP 401")
+    assert KEYS["pycon"] not in report.error and "pycon_key" not in report.error
+    assert (report.pages, report.listed) == (0, 0)
