@@ -194,15 +194,22 @@ class PayhookHarness:
         secret: str | None = None,
         timestamp: int | None = None,
         headers: Mapping[str, str] | None = None,
+        thin: bool = False,
     ) -> Response:
         """POST `event` to the tenant's endpoint, signed like Stripe signs it.
 
         The answer's ``.json()["status"]`` is ``accepted``, ``duplicate`` or ``ignored``.
+        `thin=True` posts a thin event to ``/<tenant>/thin``, signed with the tenant's first
+        `thin_webhook_secrets` unless `secret` is given.
         """
+        slug = tenant or self.tenant
+        if thin and secret is None:
+            secret = self.config.tenants[slug].thin_webhook_secrets[0]
         body = encode(event)
         all_headers = signed_headers(body, secret or self.secret, timestamp)
         all_headers.update(headers or {})
-        response: Response = self.client.post(f"/{tenant or self.tenant}", content=body, headers=all_headers)
+        path = f"/{slug}/thin" if thin else f"/{slug}"
+        response: Response = self.client.post(path, content=body, headers=all_headers)
         return response
 
     def send(
