@@ -258,3 +258,21 @@ def test_a_refused_key_fails_the_tenant_without_showing_the_key(
     assert report.error is not None and report.error.startswith("page 1: AuthenticationError: HTTP 401")
     assert KEYS["pycon"] not in report.error and "pycon_key" not in report.error
     assert (report.pages, report.listed) == (0, 0)
+
+
+@store_backends
+def test_a_timeout_is_retried_by_the_sdk(
+    two_tenants: PayhookHarness, stripe_api: Any, stripe_event: Any
+) -> None:
+    fake = FakeEvents({KEYS["pycon"]: events(stripe_event, 1), KEYS["djangocon"]: []})
+    attempts: list[int] = []
+
+    def first_times_out(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return fake(request)
+
+    stripe_api.get("/v1/events").mock(side_effect=first_times_out)
+    [report] = run(two_tenants, tenants=["pycon"])
+    assert (report.new, report.error, len(attempts)) == (1, None, 2)
