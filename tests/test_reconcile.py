@@ -226,6 +226,11 @@ def test_the_command_prints_one_object_per_tenant_and_exits_1_when_one_failed(
     assert result.exit_code == 0, result.output
     by_tenant = {item["tenant"]: item for item in json.loads(result.stdout)}
     assert by_tenant["pycon"]["new"] == 3 and by_tenant["djangocon"]["new"] == 1
+    reconciled = fake.ids[KEYS["pycon"]][0]
+    shown = payhook("events", "show", reconciled, "--config", str(config), "--json", env=env)
+    assert json.loads(shown.stdout)["source"] == "reconcile"
+    shown = payhook("events", "show", reconciled, "--config", str(config), env=env)
+    assert "listed from the API by payhook reconcile" in shown.stdout
 
     result = payhook("reconcile", "--config", str(config), "--tenant", "pycon", env=env)
     assert result.exit_code == 0, result.output

@@ -222,6 +222,18 @@ class EventDetail:
     secret_index: int
     pruned_at: datetime | None
     runs: list[RunDetail]
+    # "webhook", "thin" (POST /<tenant>/thin) or "reconcile" (listed by payhook reconcile).
+    source: str = "webhook"
+    ignored_reason: str | None = None
+    api_version_mismatch: bool = False
+
+    @property
+    def signed_with(self) -> str:
+        """How the event was authenticated, for people."""
+        if self.source == "reconcile":
+            return "no signature: listed from the API by payhook reconcile"
+        secrets = "thin_webhook_secrets" if self.source == "thin" else "webhook_secrets"
+        return f"#{self.secret_index} of the tenant's {secrets}"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -232,6 +244,9 @@ class EventDetail:
             "created": _iso(self.created),
             "secret_index": self.secret_index,
             "pruned_at": _iso(self.pruned_at),
+            "source": self.source,
+            "ignored_reason": self.ignored_reason,
+            "api_version_mismatch": self.api_version_mismatch,
             "payload": json.loads(self.payload) if self.payload else None,
             "runs": [run.as_json() for run in self.runs],
         }
@@ -300,6 +315,9 @@ def _detail(conn: Connection, event: Any) -> EventDetail:
         secret_index=event.secret_index,
         pruned_at=event.pruned_at,
         runs=runs,
+        source=event.source,
+        ignored_reason=event.ignored_reason,
+        api_version_mismatch=bool(event.api_version_mismatch),
     )
 
 

@@ -111,11 +111,17 @@ def render_event(detail: EventDetail) -> str:
         ("received", f"{when(event.received_at)} UTC"),
         ("created", f"{when(detail.created)} UTC"),
         ("livemode", str(event.livemode).lower()),
-        ("api version", detail.api_version or "-"),
+        (
+            "api version",
+            (detail.api_version or "-") + (" (not the tenant's)" if detail.api_version_mismatch else ""),
+        ),
         ("account", detail.account or "-"),
         ("object", detail.object_id or "-"),
-        ("secret", f"#{detail.secret_index} of the tenant's webhook_secrets"),
+        ("source", detail.source),
+        ("secret", detail.signed_with),
     ]
+    if detail.ignored_reason:
+        facts.append(("ignored", detail.ignored_reason))
     width = max(len(name) for name, _ in facts)
     lines = [f"{name.ljust(width)}  {value}" for name, value in facts]
     lines.append("")
