@@ -7,7 +7,8 @@ the engine's dialect.
 
 On PostgreSQL a batch costs two round trips, however many deliveries it holds: BEGIN and
 one multi-row INSERT for the events; then, pipelined, all of their runs, the workers'
-wake-up call and COMMIT. On SQLite, in process, a round trip costs nothing, and one
+wake-up call and COMMIT. A batch that creates no runs is the INSERT alone, in autocommit
+mode: one round trip. On SQLite, in process, a round trip costs nothing, and one
 statement per event is faster than one for the batch (bench/RESULTS.md).
 """
 
@@ -24,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .compiled import Compiled, insert_keys
 from .models import utcnow
-from .postgres import Pipelined
+from .postgres import Pipelined, Statements
 from .runs import EVENT, Runs
 from .store import Store, StoreUnavailable
 from .types import Handler
@@ -158,6 +159,11 @@ class EventLog:
 
     def _append_in_order(self, deliveries: list[Delivery], deadline: float | None) -> list[IngestResult]:
         now = utcnow()
+        if self.batched and not any(delivery.handlers for delivery in deliveries):
+            # No new event can need runs: the one INSERT is the whole transaction. (A
+            # redelivery's re-arm is one statement of its own, atomic by itself.)
+            with self.store.statements(deadline) as txn, self._conflicts():
+                return self._append_batch(txn, deliveries, now)
         if self.batched:
             with self.store.pipelined_transaction(deadline) as txn, self._conflicts():
                 return self._append_batch(txn, deliveries, now)
@@ -196,9 +202,11 @@ class EventLog:
 
     # -- one statement per batch (PostgreSQL) --------------------------------------------
 
-    def _append_batch(self, txn: Pipelined, deliveries: list[Delivery], now: datetime) -> list[IngestResult]:
+    def _append_batch(
+        self, txn: Pipelined | Statements, deliveries: list[Delivery], now: datetime
+    ) -> list[IngestResult]:
         """All the batch's events in one INSERT (sent with BEGIN), then all their runs (sent
-        with COMMIT): two round trips."""
+        with COMMIT): two round trips; one when there are no runs to create."""
         cursor = txn.cursor
         # A key twice in one batch is inserted once (in key order, like the rest); its later
         # copies are duplicates of it.

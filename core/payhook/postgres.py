@@ -29,7 +29,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from .config import DatabaseConfig
 
-__all__ = ["Pipelined", "Watch", "Watchdog", "connect_args", "make_postgres_engine"]
+__all__ = ["Pipelined", "Statements", "Watch", "Watchdog", "connect_args", "make_postgres_engine"]
 
 # Probes a silent peer gets before its connection is declared dead.
 KEEPALIVE_PROBES = 3
@@ -107,6 +107,18 @@ class Pipelined:
     def waiting(self) -> Any:
         """A cursor whose every statement waits for its result (say, to read rowcount)."""
         return _Waiting(self)
+
+
+class Statements:
+    """Statements that each commit on their own: a cursor that waits for every result."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def waiting(self) -> Any:
+        return self.cursor
 
 
 class _Waiting:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from .config import DatabaseConfig, IngestConfig
-from .postgres import Pipelined, Watch, Watchdog, make_postgres_engine
+from .postgres import Pipelined, Statements, Watch, Watchdog, make_postgres_engine
 from .sqlite import (
     DURABLE,
     LAZY_BEGIN,
@@ -146,6 +146,41 @@ class Store:
         transaction that reads one result in the middle costs two round trips. Deadline
         and errors as in `transaction`.
         """
+        with self._autocommit(deadline) as (conn, dbapi):
+            cursor = dbapi.cursor()
+            try:
+                with dbapi.pipeline() as pipeline:
+                    cursor.execute("BEGIN", prepare=False)
+                    yield Pipelined(cursor, pipeline)
+                    cursor.execute("COMMIT", prepare=False)
+            except BaseException as exc:
+                self._roll_back(conn, dbapi, exc)
+                raise
+            finally:
+                cursor.close()
+
+    @contextmanager
+    def statements(self, deadline: float | None = None) -> Iterator[Statements]:
+        """PostgreSQL: a cursor whose every statement commits on its own, in one round trip.
+
+        For work that one statement does atomically: no BEGIN or COMMIT to wait for.
+        Deadline and errors as in `transaction`.
+        """
+        with self._autocommit(deadline) as (conn, dbapi):
+            cursor = dbapi.cursor()
+            try:
+                yield Statements(cursor)
+            except self._driver_errors as exc:
+                if self.engine.dialect.is_disconnect(exc, dbapi, None):  # type: ignore[arg-type]
+                    conn.invalidate(exc)
+                raise
+            finally:
+                cursor.close()
+
+    @contextmanager
+    def _autocommit(self, deadline: float | None) -> Iterator[tuple[Connection, Any]]:
+        """A pooled PostgreSQL connection and its driver connection in autocommit mode,
+        watched until `deadline`; the store's errors become StoreUnavailable."""
         if deadline is None:
             deadline = self.deadline()
         watch: Watch | None = None
@@ -154,21 +189,13 @@ class Store:
                 dbapi: Any = conn.connection.dbapi_connection
                 with self._watched(conn, deadline) as watch:
                     # Left to itself, psycopg sends BEGIN alone and waits for it: in
-                    # autocommit mode the transaction is ours to open and close. (Set on
-                    # the driver directly: SQLAlchemy's isolation-level round costs more
-                    # than the INSERT.)
+                    # autocommit mode transactions are ours to open and close. (Set on the
+                    # driver directly: SQLAlchemy's isolation-level round costs more than
+                    # the INSERT.)
                     dbapi.autocommit = True
-                    cursor = dbapi.cursor()
                     try:
-                        with dbapi.pipeline() as pipeline:
-                            cursor.execute("BEGIN", prepare=False)
-                            yield Pipelined(cursor, pipeline)
-                            cursor.execute("COMMIT", prepare=False)
-                    except BaseException as exc:
-                        self._roll_back(conn, dbapi, exc)
-                        raise
+                        yield conn, dbapi
                     finally:
-                        cursor.close()
                         self._restore_transactions(conn, dbapi)
         except self._unavailable as exc:
             raise self._unavailable_error(exc, watch) from exc
