@@ -20,7 +20,7 @@ from pathlib import Path
 import servers
 from loadgen import Level, build_requests, median_level
 from report import machine, markdown, to_json
-from scenario import PLUGIN, SCENARIOS, Options, Outcome, make_tenants, run_scenario, send
+from scenario import PLUGIN, SCENARIOS, Options, Outcome, make_tenants, run_scenario, run_side_by_side, send
 
 BENCH = Path(__file__).resolve().parent
 BACKENDS = ("sqlite", "postgres")
@@ -143,16 +143,31 @@ def main() -> int:
     cores: list[servers.Core | None] = [None, *(servers.core_from(spec, out) for spec in args.versus)]
     info["versus"] = [core.label for core in cores if core is not None]
     outcomes: list[Outcome] = []
-    for index, (backend, scenario) in enumerate((b, s) for b in backends for s in scenarios):
-        # Alternate which parser and which core go first, so a machine getting busier over
-        # the run does not always count against the same one.
-        variants = [(http, core) for http in parsers for core in cores]
-        for http, core in variants if index % 2 == 0 else variants[::-1]:
-            name = f"{backend} ({scenario.key}) {scenario.title}" + (f", --http {http}" if http else "")
-            print(name + (f", core {core.label}" if core else ""))
-            suffix = (f"-{http}" if http else "") + (f"-{core.label}" if core else "")
-            workdir = out / f"{backend}-{scenario.key}{suffix}"
-            outcomes.append(run_scenario(backend, scenario, options, workdir, http, core))
+    variants = [(http, core) for http in parsers for core in cores]
+    for backend, scenario in ((b, s) for b in backends for s in scenarios):
+        names = [
+            f"{http or 'default parser'} on {core.label if core else info['commit']}"
+            for http, core in variants
+        ]
+        print(
+            f"{backend} ({scenario.key}) {scenario.title}"
+            + (f": {'; '.join(names)}" if len(variants) > 1 else "")
+        )
+        workdirs = [
+            out
+            / (
+                f"{backend}-{scenario.key}"
+                + (f"-{http}" if http else "")
+                + (f"-{core.label}" if core else "")
+            )
+            for http, core in variants
+        ]
+        if len(variants) == 1:
+            outcomes.append(run_scenario(backend, scenario, options, workdirs[0], *variants[0]))
+        else:
+            # Every variant's server runs at once and they take turns at each level, so the
+            # machine's other load falls on all of them alike.
+            outcomes += run_side_by_side(backend, scenario, options, workdirs, variants)
 
     text = markdown(info, options.requests, options.repeat, baseline, outcomes)
     print("\n" + text)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +16,18 @@ import profiling
 import servers
 from loadgen import Level, Prepared, Tenant, build_requests, median_level, new_loop, run_level
 
-__all__ = ["SCENARIOS", "Options", "Outcome", "Scenario", "make_tenants", "run_scenario", "send"]
+__all__ = [
+    "SCENARIOS",
+    "Options",
+    "Outcome",
+    "Running",
+    "Scenario",
+    "make_tenants",
+    "run_scenario",
+    "run_side_by_side",
+    "running",
+    "send",
+]
 
 PLUGIN = "bench"
 
@@ -102,6 +115,113 @@ def server_stack(pid: int) -> dict[str, bool]:
     return {"uvloop": "uvloop/loop." in maps, "httptools": "httptools/parser/" in maps}
 
 
+class Running:
+    """One scenario's processes on one core and parser, ready to take levels of load."""
+
+    def __init__(
+        self, backend: str, scenario: Scenario, options: Options, workdir: Path, outcome: Outcome
+    ) -> None:
+        self.backend = backend
+        self.scenario = scenario
+        self.options = options
+        self.workdir = workdir
+        self.outcome = outcome
+        self.tenants = make_tenants(options.tenants)
+        self.handled: tuple[str, ...] = ()
+        if scenario.plugins:
+            import payhook_bench
+
+            self.handled = payhook_bench.HANDLED_TYPES
+        self.processes: list[servers.Process] = []
+        self.sent: list[Prepared] = []
+        self.handled_total = 0
+        self.port = 0
+        self.engine: Any = None
+
+    @property
+    def label(self) -> str:
+        outcome = self.outcome
+        return (
+            f"{self.backend}/{self.scenario.key}"
+            + (f" {outcome.http}" if outcome.http else "")
+            + (f" @{outcome.core}" if outcome.core else "")
+        )
+
+    def load(self, concurrency: int, count: int) -> Level:
+        requests = build_requests(count, self.tenants, self.handled, servers.HOST, self.port)  # untimed
+        first = dbcheck.last_event_id(self.engine)
+        level = send(self.port, requests, concurrency, self.processes, self.options, self.backend)
+        level.extra["batch"] = dbcheck.mean_batch(self.engine, first)
+        self.sent.extend(requests)
+        level.extra["handled"] = sum(request.handled for request in requests)
+        self.handled_total += level.extra["handled"]
+        if self.scenario.plugins:
+            drain = dbcheck.wait_drained(
+                self.engine, self.handled_total, level.finished, self.options.drain_timeout
+            )
+            level.extra["drain_seconds"] = drain.seconds
+            if drain.seconds is not None:
+                busy = level.seconds + drain.seconds
+                level.extra["runs_per_second"] = level.extra["handled"] / busy
+        return level
+
+    def profile(self) -> None:
+        """Extra, unreported c=8 levels under py-spy: the sampler costs the server some CPU."""
+        targets = {process.name.replace("payhook ", ""): process.pid for process in self.processes}
+        self.outcome.profile = "\n".join(
+            profiling.record(targets, self.workdir, view, lambda: self.load(8, self.options.profile_requests))
+            for view in profiling.VIEWS
+        )
+
+
+@contextmanager
+def running(
+    backend: str,
+    scenario: Scenario,
+    options: Options,
+    workdir: Path,
+    http: str | None = None,
+    core: servers.Core | None = None,
+) -> Iterator[Running]:
+    """Start the scenario's processes on a fresh database; on a clean exit, check the store."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = Running(
+        backend, scenario, options, workdir, Outcome(backend, scenario, http, core.label if core else None)
+    )
+    with servers.database(backend) as url:
+        worker = scenario.worker == "in-process"
+        config = servers.write_config(
+            workdir / "payhook.toml", url, run.tenants, scenario.plugins, worker, options.overrides
+        )
+        if backend == "postgres":
+            servers.upgrade_database(config, workdir, scenario.plugins, core)
+        run.engine = dbcheck.connect(url)
+        try:
+            run.port = servers.free_port()
+            # A --versus core may predate `serve --http`: then it runs its own default parser
+            # (the server_stack line in the results says which one it was).
+            parser = http if core is None or core.has_http_option else None
+            server = servers.start_server(
+                config, run.port, workdir, scenario.plugins, worker, http=parser, core=core
+            )
+            run.processes.append(server)
+            run.outcome.stack = server_stack(server.pid)
+            if scenario.plugins:
+                from payhook_bench import create_tables
+
+                create_tables(run.engine)  # before the first event reaches a handler
+            if scenario.worker == "separate":
+                run.processes.append(servers.start_worker(config, workdir, scenario.plugins, core=core))
+            yield run
+            for process in run.processes:
+                process.check_alive()
+            run.outcome.checks = final_checks(run.engine, run.sent, run.handled_total, bool(scenario.plugins))
+        finally:
+            for process in reversed(run.processes):
+                process.stop()
+            run.engine.dispose()
+
+
 def run_scenario(
     backend: str,
     scenario: Scenario,
@@ -110,84 +230,47 @@ def run_scenario(
     http: str | None = None,
     core: servers.Core | None = None,
 ) -> Outcome:
-    workdir.mkdir(parents=True, exist_ok=True)
-    outcome = Outcome(backend, scenario, http, core.label if core else None)
-    tenants = make_tenants(options.tenants)
-    handled: tuple[str, ...] = ()
-    if scenario.plugins:
-        import payhook_bench
+    with running(backend, scenario, options, workdir, http, core) as run:
+        run.load(8, options.warmup)  # not reported: fills caches, pools and the JIT-less hot paths
+        for concurrency in options.concurrency:
+            repeats = [run.load(concurrency, options.requests) for _ in range(options.repeat)]
+            run.outcome.levels.append(median_level(repeats))
+            print(f"  {run.label} c={concurrency}: {describe(run.outcome.levels[-1])}", flush=True)
+        if options.profile:
+            run.profile()
+    return run.outcome
 
-        handled = payhook_bench.HANDLED_TYPES
-    processes: list[servers.Process] = []
-    with servers.database(backend) as url:
-        worker = scenario.worker == "in-process"
-        config = servers.write_config(
-            workdir / "payhook.toml", url, tenants, scenario.plugins, worker, options.overrides
-        )
-        if backend == "postgres":
-            servers.upgrade_database(config, workdir, scenario.plugins, core)
-        engine = dbcheck.connect(url)
-        try:
-            port = servers.free_port()
-            # A --versus core may predate `serve --http`: then it runs its own default parser
-            # (the server_stack line in the results says which one it was).
-            parser = http if core is None or core.has_http_option else None
-            server = servers.start_server(
-                config, port, workdir, scenario.plugins, worker, http=parser, core=core
-            )
-            processes.append(server)
-            outcome.stack = server_stack(server.pid)
-            if scenario.plugins:
-                from payhook_bench import create_tables
 
-                create_tables(engine)  # before the first event reaches a handler
-            if scenario.worker == "separate":
-                processes.append(servers.start_worker(config, workdir, scenario.plugins, core=core))
-            sent: list[Prepared] = []
-            handled_total = 0
-
-            def load(concurrency: int, count: int) -> Level:
-                nonlocal handled_total
-                requests = build_requests(count, tenants, handled, servers.HOST, port)  # untimed
-                first = dbcheck.last_event_id(engine)
-                level = send(port, requests, concurrency, processes, options, backend)
-                level.extra["batch"] = dbcheck.mean_batch(engine, first)
-                sent.extend(requests)
-                level.extra["handled"] = sum(request.handled for request in requests)
-                handled_total += level.extra["handled"]
-                if scenario.plugins:
-                    drain = dbcheck.wait_drained(engine, handled_total, level.finished, options.drain_timeout)
-                    level.extra["drain_seconds"] = drain.seconds
-                    if drain.seconds is not None:
-                        busy = level.seconds + drain.seconds
-                        level.extra["runs_per_second"] = level.extra["handled"] / busy
-                return level
-
-            load(8, options.warmup)  # not reported: fills caches, pools and the JIT-less hot paths
-            for concurrency in options.concurrency:
-                repeats = [load(concurrency, options.requests) for _ in range(options.repeat)]
-                outcome.levels.append(median_level(repeats))
-                label = (
-                    f"{backend}/{scenario.key}"
-                    + (f" {http}" if http else "")
-                    + (f" @{core.label}" if core else "")
-                )
-                print(f"  {label} c={concurrency}: {describe(outcome.levels[-1])}", flush=True)
-            if options.profile:
-                # Extra, unreported c=8 levels: the sampler costs the server some CPU.
-                targets = {process.name.replace("payhook ", ""): process.pid for process in processes}
-                outcome.profile = "\n".join(
-                    profiling.record(targets, workdir, view, lambda: load(8, options.profile_requests))
-                    for view in profiling.VIEWS
-                )
-            for process in processes:
-                process.check_alive()
-            outcome.checks = final_checks(engine, sent, handled_total, bool(scenario.plugins))
-        finally:
-            for process in reversed(processes):
-                process.stop()
-            engine.dispose()
-    return outcome
+def run_side_by_side(
+    backend: str,
+    scenario: Scenario,
+    options: Options,
+    workdirs: Sequence[Path],
+    variants: Sequence[tuple[str | None, servers.Core | None]],
+) -> list[Outcome]:
+    """The scenario on every (parser, core) variant at once, each on its own database, taking
+    turns level by level: repetition i of a level runs every variant before repetition i + 1,
+    in alternating order, so a machine that gets busier counts against all of them alike."""
+    with ExitStack() as stack:
+        runs = [
+            stack.enter_context(running(backend, scenario, options, workdir, http, core))
+            for workdir, (http, core) in zip(workdirs, variants, strict=True)
+        ]
+        for run in runs:
+            run.load(8, options.warmup)
+        for concurrency in options.concurrency:
+            repeats: dict[int, list[Level]] = {index: [] for index in range(len(runs))}
+            for repeat in range(options.repeat):
+                order = list(enumerate(runs))
+                for index, run in order if repeat % 2 == 0 else order[::-1]:
+                    repeats[index].append(run.load(concurrency, options.requests))
+            for index, run in enumerate(runs):
+                run.outcome.levels.append(median_level(repeats[index]))
+                print(f"  {run.label} c={concurrency}: {describe(run.outcome.levels[-1])}", flush=True)
+        if options.profile:
+            for run in runs:
+                run.profile()
+    return [run.outcome for run in runs]
 
 
 def final_checks(engine: Any, sent: list[Prepared], handled: int, with_plugin: bool) -> dict[str, Any]:
