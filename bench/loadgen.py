@@ -88,10 +88,14 @@ class Level:
 
 
 def median_level(levels: Sequence[Level]) -> Level:
-    """The repetition with the median rate, remembering every repetition's rate."""
+    """The repetition with the median rate, remembering every repetition's rate and how busy
+    the rest of the machine was meanwhile (other cores), in the order they ran."""
     ordered = sorted(levels, key=lambda level: level.rate)
     chosen = ordered[(len(ordered) - 1) // 2]
     chosen.extra["rates"] = [round(level.rate) for level in levels]
+    chosen.extra["repeats"] = [
+        {"rate": round(level.rate), "other_cores": level.extra.get("other_cores")} for level in levels
+    ]
     return chosen
 
 

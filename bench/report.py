@@ -170,6 +170,25 @@ def _cores_comparison(info: dict[str, Any], outcomes: list[Outcome]) -> list[str
     return lines
 
 
+QUIET = 0.3  # cores the rest of the machine may use during a repetition counted as quiet
+
+
+def _quiet_repetitions(info: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
+    """Each variant's median over the repetitions run while the rest of the machine was quiet."""
+    head = ["run", "c", "core", "quiet repetitions", "their median events/s", "all repetitions"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|---:|---:|---|"]
+    for outcome in outcomes:
+        run = f"{outcome.backend} ({outcome.scenario.key})" + (f" {outcome.http}" if outcome.http else "")
+        for level in outcome.levels:
+            repeats = level.extra.get("repeats", [])
+            quiet = [r["rate"] for r in repeats if r["other_cores"] is not None and r["other_cores"] < QUIET]
+            every = ", ".join(f"{r['rate']:,} ({r['other_cores']:.2f})" for r in repeats)
+            median = f"{sorted(quiet)[(len(quiet) - 1) // 2]:,}" if quiet else "-"
+            core = outcome.core or info["commit"]
+            lines.append(f"| {run} | {level.concurrency} | {core} | {len(quiet)} | {median} | {every} |")
+    return lines
+
+
 def markdown(
     info: dict[str, Any],
     requests: int,
@@ -200,6 +219,12 @@ def markdown(
     if info.get("versus"):
         lines += [f"#### Cores side by side: `{info['commit']}` against `{'`, `'.join(info['versus'])}`", ""]
         lines += _cores_comparison(info, outcomes)
+        lines += ["", f"#### Repetitions while the rest of the machine used under {QUIET} cores", ""]
+        lines += [
+            "Each repetition's events/s, with the other cores during it in brackets, in the order they ran.",
+            "",
+        ]
+        lines += _quiet_repetitions(info, outcomes)
         lines += [""]
     for outcome in outcomes:
         stack = ", ".join(f"{name} {'yes' if used else 'NO'}" for name, used in outcome.stack.items())
