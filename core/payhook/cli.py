@@ -65,11 +65,13 @@ def _apply_logging(config: Config) -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is None or "log_level" not in ctx.params:
         return
-    given = ctx.get_parameter_source("log_level") not in (
-        ParameterSource.DEFAULT,
-        ParameterSource.DEFAULT_MAP,
-    )
-    logs.configure(config.logging, ctx.params["log_level"] if given else None)
+    logs.configure(config.logging, ctx.params["log_level"] if _log_level_given() else None)
+
+
+def _log_level_given() -> bool:
+    """Whether --log-level was given (it then wins over [logging] level)."""
+    source = click.get_current_context().get_parameter_source("log_level")
+    return source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
 def _configure_logging(level: str) -> None:
@@ -116,6 +118,14 @@ def main() -> None:
     help="Answer 503 to new requests while this many connections and requests are open "
     "(default: no limit but the open-file limit).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Receiver processes accepting on the one port, kept running by a supervisor process "
+    "(docs/scaling.md#sizing says how many).",
+)
 def serve(
     config_path: str,
     host: str,
@@ -125,6 +135,7 @@ def serve(
     http: str,
     head_timeout: float,
     limit_concurrency: int | None,
+    workers: int,
 ) -> None:
     """Run the webhook receiver (uvicorn)."""
     import uvicorn
@@ -135,6 +146,12 @@ def serve(
 
     _configure_logging(log_level)
     config = _load(config_path)
+    if workers > 1:
+        from .commands.processes import ServeOptions, serve_in_processes
+
+        given = _log_level_given()
+        options = ServeOptions(host, port, log_level, given, worker, http, head_timeout, limit_concurrency)
+        serve_in_processes(config_path, config, options, workers)
     with _config_errors():
         # An embedded SQLite file is ours to keep current; a shared PostgreSQL is upgraded
         # on purpose, with `payhook db upgrade`, before new code is rolled out.
@@ -158,12 +175,23 @@ def serve(
 @config_option
 @click.option("--log-level", default="info", show_default=True, help=LOG_LEVEL_HELP)
 @click.option("--grace", default=30.0, show_default=True, help="Seconds to let runs finish after SIGTERM.")
-def worker(config_path: str, log_level: str, grace: float) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes on this configuration, kept running by a supervisor process.",
+)
+def worker(config_path: str, log_level: str, grace: float, processes: int) -> None:
     """Process handler runs (for running apart from `serve`)."""
     from .app import Payhook
 
     _configure_logging(log_level)
     config = _load(config_path)
+    if processes > 1:
+        from .commands.processes import worker_in_processes
+
+        worker_in_processes(config_path, config, log_level, _log_level_given(), grace, processes)
     with _config_errors():
         payhook = Payhook(config, migrate=config.database.is_sqlite, run_worker=True)
     if asyncio.run(_run_worker(payhook, grace)):

@@ -1,0 +1,256 @@
+"""`payhook serve --workers N` and `payhook worker --processes N`: one supervisor, N children.
+
+The parent checks the configuration and the plugins, migrates an SQLite store, and binds the
+listening socket, all once and before any child exists; then payhook.supervisor keeps the
+children running. Each child is a whole `serve` (or `worker`) of its own: it loads the same
+configuration file, builds its own runtime and store connections, and logs with its pid.
+
+On SQLite every process writes the same file, one writer at a time: SQLite's lock, taken
+with `BEGIN IMMEDIATE` and a bounded wait (payhook.sqlite), serialises the processes as the
+write gate serialises threads inside one. docs/scaling.md says what that means for sizing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+
+import click
+from sqlalchemy.engine import make_url
+
+from .. import logs, migrations
+from ..config import Config, ConfigError, load_config
+from ..supervisor import Supervisor, watch_parent
+
+__all__ = ["ServeOptions", "serve_in_processes", "worker_in_processes"]
+
+log = logging.getLogger("payhook.supervisor")
+
+# What a child needs beyond its own graceful shutdown: uvicorn's 30 s for requests in flight,
+# then the runtime's stop (ingest drained, up to 30 s for the in-process worker's runs).
+SERVE_STOP_TIMEOUT = 90.0
+# `payhook worker`'s --grace, plus time to hand runs back and close connections.
+WORKER_STOP_MARGIN = 20.0
+LISTEN_BACKLOG = 2048  # uvicorn's default
+PID_TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """`payhook serve`'s options, as each receiver process needs them."""
+
+    host: str
+    port: int
+    log_level: str
+    log_level_given: bool
+    worker: bool | None
+    http: str
+    head_timeout: float
+    limit_concurrency: int | None
+
+
+# -- the parent ---------------------------------------------------------------------------
+
+
+def serve_in_processes(config_path: str, config: Config, options: ServeOptions, workers: int) -> None:
+    """Bind once, then run `workers` receiver processes on the socket until SIGTERM; exits."""
+    _refuse_private_database(config, "--workers")
+    with_pid_in_logs()
+    _prepare_store(config)
+    sock = _listen(options.host, options.port)
+    metrics_dir = _shared_metrics_dir(config)
+    supervisor = Supervisor(
+        "receiver",
+        serve_child,
+        (config_path, options, sock),
+        workers,
+        stop_timeout=SERVE_STOP_TIMEOUT,
+        # No more children will need it; the children's copies keep it open until each stops.
+        on_stop=sock.close,
+    )
+    log.info("payhook serve on http://%s:%d with %d receiver processes", options.host, options.port, workers)
+    try:
+        status = supervisor.run()
+    finally:
+        sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(status)
+
+
+def worker_in_processes(
+    config_path: str, config: Config, log_level: str, log_level_given: bool, grace: float, processes: int
+) -> None:
+    """Run `processes` worker processes on one configuration until SIGTERM; exits."""
+    _refuse_private_database(config, "--processes")
+    with_pid_in_logs()
+    _prepare_store(config)
+    supervisor = Supervisor(
+        "worker",
+        worker_child,
+        (config_path, log_level, log_level_given, grace),
+        processes,
+        stop_timeout=grace + WORKER_STOP_MARGIN,
+    )
+    sys.exit(supervisor.run())
+
+
+def _refuse_private_database(config: Config, option: str) -> None:
+    """An in-memory SQLite database would be a different, empty one in every process."""
+    if config.database.is_sqlite and make_url(config.database.url).database in (None, "", ":memory:"):
+        message = f"{option} needs a database file: an in-memory SQLite database is private to each process"
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
+
+
+def _prepare_store(config: Config) -> None:
+    """What each process would otherwise do at its start, done once: check, then migrate.
+
+    Only an SQLite store is migrated, as a single `serve` does: PostgreSQL is upgraded on
+    purpose, with `payhook db upgrade`.
+    """
+    from ..plugins import PluginHost
+    from ..store import Store
+
+    try:
+        PluginHost().check_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    if not config.database.is_sqlite:
+        return
+    store = Store(config.database, timeout=None)
+    try:
+        migrations.upgrade(store.engine)
+    finally:
+        store.dispose()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The socket every receiver accepts from, bound before any of them starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    sock.listen(LISTEN_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _shared_metrics_dir(config: Config) -> str | None:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the receivers when none is given.
+
+    Only the first receiver serves the operator app; with the directory its `/metrics`
+    counts every receiver's deliveries, not only its own.
+    """
+    from ..metrics import MULTIPROC_ENV
+
+    if config.operator is None or os.environ.get(MULTIPROC_ENV):
+        return None
+    folder = tempfile.mkdtemp(prefix="payhook-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # inherited by the children spawned after this
+    return folder
+
+
+# -- the children -------------------------------------------------------------------------
+
+
+def serve_child(
+    config_path: str, options: ServeOptions, sock: socket.socket, number: int, count: int
+) -> None:
+    """One receiver process: `payhook serve`'s app, served from the shared socket."""
+    import uvicorn
+
+    from ..app import create_app
+    from ..operator import with_operator
+    from ..serving import uvicorn_options
+
+    config = _child_config(config_path, options.log_level, options.log_level_given)
+    watch_parent()
+    app = create_app(config, migrate=False, run_worker=options.worker)
+    # The operator app has one port: the first receiver serves it (its replacement, if it
+    # dies), the others leave it alone.
+    app = with_operator(app, config if number == 1 else replace(config, operator=None))
+    log.info("receiver %d/%d serving (pid %d)", number, count, os.getpid())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=options.log_level,
+            # uvicorn's own lines go through this process's handler, and so name its pid.
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            loop="auto",
+            timeout_graceful_shutdown=30,
+            **uvicorn_options(options.http, options.head_timeout, options.limit_concurrency),
+        )
+    )
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(3)  # the lifespan failed; uvicorn has logged why
+
+
+def worker_child(
+    config_path: str, log_level: str, log_level_given: bool, grace: float, number: int, count: int
+) -> None:
+    """One worker process: `payhook worker` on the same configuration."""
+    import asyncio
+
+    from ..app import Payhook
+    from ..cli import _run_worker
+
+    config = _child_config(config_path, log_level, log_level_given)
+    watch_parent()
+    payhook = Payhook(config, migrate=False, run_worker=True)
+    log.info("worker %d/%d running (pid %d)", number, count, os.getpid())
+    if asyncio.run(_run_worker(payhook, grace)):
+        # As `payhook worker`: handlers still stuck after the grace period were handed back
+        # and can no longer commit; do not wait for their threads.
+        logging.shutdown()
+        os._exit(0)
+
+
+def _child_config(config_path: str, log_level: str, log_level_given: bool) -> Config:
+    """The configuration, loaded again in the child, and logging as the parent set it up."""
+    logging.basicConfig(level=log_level.upper(), format=PID_TEXT_FORMAT)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        # The parent loaded the same file a moment ago: it changed, or an environment
+        # variable is missing here.
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    logs.configure(config.logging, log_level if log_level_given else None)
+    with_pid_in_logs()
+    return config
+
+
+def with_pid_in_logs() -> None:
+    """Make every line of this process name its pid: several processes share one stderr."""
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, logs.JsonFormatter):
+            handler.setFormatter(_JsonWithPid())
+        elif formatter is None or type(formatter) is logging.Formatter:
+            handler.setFormatter(logging.Formatter(PID_TEXT_FORMAT))
+
+
+class _JsonWithPid(logs.JsonFormatter):
+    """payhook's JSON lines with a `pid` key."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        # The line is one JSON object; adding a key before its closing brace keeps it one.
+        return f'{line[:-1]}, "pid": {record.process}}}'
