@@ -64,6 +64,12 @@ def parse_args() -> argparse.Namespace:
         metavar="SECTION.KEY=TOML",
         help="override a payhook setting, e.g. --set processing.concurrency=1 (repeatable)",
     )
+    parser.add_argument(
+        "--serve-workers",
+        type=int,
+        default=1,
+        help="`payhook serve --workers N` (receiver processes on one port; their CPU is summed)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="work folder (default bench/out/<time>)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     parser.add_argument(
@@ -108,6 +114,7 @@ def run_baseline(options: Options, workdir: Path, http: str | None = None) -> li
 
 def main() -> int:
     args = parse_args()
+    servers.SERVE_WORKERS = args.serve_workers
     options = Options(
         requests=args.requests,
         repeat=args.repeat,
@@ -129,6 +136,7 @@ def main() -> int:
     out = (args.out or BENCH / "out" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     info = machine()
     info["overrides"] = options.overrides
+    info["serve_workers"] = args.serve_workers
     if args.core_rev:
         info.update(
             commit=servers.use_core_rev(args.core_rev, out), dirty=False, core="exported with git archive"

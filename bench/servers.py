@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -38,6 +39,8 @@ HOST = "127.0.0.1"  # the benchmark never listens or sends anywhere else
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
+# `payhook serve --workers` for every server started (run.py --serve-workers); 1 leaves it out.
+SERVE_WORKERS = 1
 
 
 @contextmanager
@@ -152,7 +155,12 @@ class Process:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        return process_seconds(self.pid)
+        """This process's CPU and its live descendants' (the receivers of `serve --workers`)."""
+        total = 0.0
+        for pid in _with_descendants(self.pid):
+            with contextlib.suppress(OSError):  # it ended while we looked
+                total += process_seconds(pid)
+        return total
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
@@ -169,6 +177,19 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+
+def _with_descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                pending += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+    return found
 
 
 def _spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Process:
@@ -219,6 +240,8 @@ def start_server(
     `core` the payhook it runs (default: the installed one, or --core-rev's)."""
     argv = [str(BIN / "payhook"), "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
     argv += ["--log-level", "warning", "--worker" if worker else "--no-worker"]
+    if SERVE_WORKERS > 1:
+        argv += ["--workers", str(SERVE_WORKERS)]
     if http is not None:
         argv += ["--http", http]
     env = _with_core(plugin_env(enabled), core)
