@@ -17,14 +17,14 @@ def session_completed(event: Event, ctx: HandlerContext) -> None:
     session = event_object(event)
     if session.get("payment_status") != "paid":
         raise Skip(f"{session['id']} completed with payment_status {session.get('payment_status')!r}")
-    order = locate_order(ctx, session)
+    tx, order = locate_order(ctx, session)
     require_currency(order, session["currency"], session["id"])
     intent = session.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
     if not intent_id:
         raise Skip(f"{session['id']} has no payment intent: nothing was charged")
     record_success(
-        ctx,
+        tx,
         order,
         intent_id=intent_id,
         charge_id=None,
@@ -36,8 +36,10 @@ def session_completed(event: Event, ctx: HandlerContext) -> None:
 def session_expired(event: Event, ctx: HandlerContext) -> None:
     """The attendee never paid: a still-pending order is cancelled and its hold released."""
     session = event_object(event)
-    order = locate_order(ctx, session)
+    tx, order = locate_order(ctx, session)
     if order.status == OrderStatus.CANCELLED:
         ctx.logger.info("order %s is already cancelled", order.id)  # a replay
-    elif not states.move(order, OrderStatus.CANCELLED):
+    elif states.can_move(order.status, OrderStatus.CANCELLED):
+        tx.move_order(order, OrderStatus.CANCELLED)
+    else:
         raise Skip(f"order {order.id} is {order.status}; only a pending order is cancelled")

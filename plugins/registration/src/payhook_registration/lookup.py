@@ -7,6 +7,7 @@ from typing import Any
 from payhook import Event, GiveUp, HandlerContext, Skip, TenantConfig
 from sqlmodel import Session, col, or_, select
 
+from .db import OrderRow, PaymentRow, Tx
 from .models import Order, Payment
 
 __all__ = [
@@ -40,44 +41,41 @@ def order_id_in(obj: dict[str, Any]) -> int | None:
         raise GiveUp(f"metadata.order_id {raw!r} of {obj.get('id')} is not an order id") from None
 
 
-def locate_order(ctx: HandlerContext, obj: dict[str, Any]) -> Order:
+def locate_order(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[Tx, OrderRow]:
     """The order named by `obj`'s `metadata.order_id`, locked for this transaction.
 
-    Skips an object without one (`payhook.Skip`: such events are often not about orders);
-    gives up on an order that does not exist or belongs to another tenant, never touched.
+    Skips an object without one (`payhook.Skip`: such events are often not about orders),
+    before touching the database; gives up on an order that does not exist or belongs to
+    another tenant, never touched.
     """
     order_id = order_id_in(obj)
     if order_id is None:
         raise Skip(f"{obj.get('id')} has no metadata.order_id")
-    return load_order(ctx, order_id, f"metadata.order_id of {obj.get('id')}")
+    tx = Tx(ctx)
+    return tx, load_order(tx, order_id, f"metadata.order_id of {obj.get('id')}")
 
 
-def load_order(ctx: HandlerContext, order_id: int, source: str) -> Order:
+def load_order(tx: Tx, order_id: int, source: str) -> OrderRow:
     """The order, locked for this transaction, if it exists and is this tenant's."""
-    # Locked so that two payments of one order, handled at once on PostgreSQL, cannot both
-    # miss the other when they add up what has been paid.
-    order = ctx.session.exec(select(Order).where(Order.id == order_id).with_for_update()).first()
+    order = tx.lock_order(order_id)
     if order is None:
         raise GiveUp(f"order {order_id} ({source}) does not exist")
-    if order.tenant != ctx.tenant.slug:
-        raise GiveUp(
-            f"order {order_id} ({source}) is not an order of tenant {ctx.tenant.slug!r}; it was not touched"
-        )
+    slug = tx.ctx.tenant.slug
+    if order.tenant != slug:
+        raise GiveUp(f"order {order_id} ({source}) is not an order of tenant {slug!r}; it was not touched")
     return order
 
 
-def payment_for(session: Session, intent_id: str | None, charge_id: str | None = None) -> Payment | None:
+def payment_for(tx: Tx, intent_id: str | None, charge_id: str | None = None) -> PaymentRow | None:
     """The Stripe payment recorded for an intent (or, for charges without one, the charge)."""
     if intent_id:
-        query = select(Payment).where(Payment.stripe_payment_intent_id == intent_id)
-    elif charge_id:
-        query = select(Payment).where(Payment.stripe_charge_id == charge_id)
-    else:
-        return None
-    return session.exec(query).first()
+        return tx.payment_by_intent(intent_id)
+    if charge_id:
+        return tx.payment_by_charge(charge_id)
+    return None
 
 
-def require_currency(order: Order, currency: str, source: str) -> None:
+def require_currency(order: OrderRow, currency: str, source: str) -> None:
     if currency.lower() != order.currency.lower():
         raise GiveUp(
             f"currency mismatch: {source} is in {currency.upper()}, "

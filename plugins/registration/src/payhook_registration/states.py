@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from .models import Order, OrderStatus, Payment, PaymentStatus
 
-__all__ = ["amount_paid", "can_move", "move", "refund_status"]
+__all__ = ["amount_paid", "can_move", "move", "refund_status", "refund_status_of"]
 
 _PROGRESS = {
     OrderStatus.PENDING: 0,
@@ -64,6 +64,11 @@ def refund_status(session: Session, order: Order) -> OrderStatus | None:
     payments = [p for p in _payments(session, order) if p.status in _CAPTURED]
     received = sum((p.amount for p in payments), Decimal(0))
     refunded = sum((p.amount_refunded for p in payments), Decimal(0))
+    return refund_status_of(received, refunded)
+
+
+def refund_status_of(received: Decimal, refunded: Decimal) -> OrderStatus | None:
+    """The same, from what the order's captured payments brought in and gave back."""
     if refunded <= 0:
         return None
     return OrderStatus.REFUNDED if refunded >= received else OrderStatus.PARTIALLY_REFUNDED
