@@ -259,3 +259,55 @@ def test_the_pipelined_ingest_hands_back_connections_in_transactional_mode(
     finally:
         handler.close()
     store.dispose()
+
+
+class SlowLog(PickyLog):
+    """Commits that take `seconds` longer, as an fsync on a slow disk does."""
+
+    def __init__(self, url: str, seconds: float) -> None:
+        super().__init__(url)
+        self.seconds = seconds
+
+    def append(self, deliveries: Sequence[Delivery], *, deadline: float | None = None) -> list[IngestResult]:
+        time.sleep(self.seconds)
+        return super().append(deliveries, deadline=deadline)
+
+
+@store_backends
+def test_a_closed_loop_of_deliveries_commits_together_not_in_halves(
+    payhook_database_url: str, stripe_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow commit and a window far above any scheduling delay: only the rule is tested.
+    monkeypatch.setattr("payhook.writer.GATHER_LIMIT", 30.0)
+    log = SlowLog(payhook_database_url, seconds=0.3)
+    upgrade(log.store.engine, include_plugins=False)
+    writer = BatchWriter(log)
+
+    async def scenario() -> None:
+        writer.start()
+        try:
+            # Eight in flight at once: one commit, which learns that eight are in flight.
+            await asyncio.gather(*(writer.submit(delivery(stripe_event)) for _ in range(8)))
+
+            # Four come back at once and four a few turns of the loop later, as answered
+            # clients do over a network: the writer waits for the four rather than
+            # committing the first four alone.
+            async def late() -> IngestResult:
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                return await writer.submit(delivery(stripe_event))
+
+            early = [writer.submit(delivery(stripe_event)) for _ in range(4)]
+            await asyncio.gather(*early, *(late() for _ in range(4)))
+            # Then the load stops: a lone delivery waits out the window once (bounded by
+            # the last commit's time), after which the writer expects one at a time.
+            started = time.monotonic()
+            await writer.submit(delivery(stripe_event))
+            assert time.monotonic() - started < 5
+            await writer.submit(delivery(stripe_event))
+        finally:
+            await writer.stop()
+
+    asyncio.run(scenario())
+    assert log.batches == [8, 8, 1, 1]
+    log.store.dispose()
