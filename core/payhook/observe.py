@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .processing import Processor, RunOutcome
     from .runs import ClaimedRun
 
-__all__ = ["DELIVERY_STATE", "observe_delivery", "observe_run"]
+__all__ = ["DELIVERY_STATE", "observe_delivery", "observe_run", "run_observed"]
 
 delivery_log = logging.getLogger("payhook.delivery")
 run_log = logging.getLogger("payhook.run")
@@ -104,13 +104,18 @@ def observe_run(execute: Execute) -> Execute:
     def observed(processor: Processor, run: ClaimedRun) -> RunOutcome:
         started = time.perf_counter()
         outcome = execute(processor, run)
-        seconds = time.perf_counter() - started
-        metrics.run_finished(run.tenant, run.plugin, outcome.status.value, seconds)
-        if run_log.isEnabledFor(logging.INFO):
-            _log_run(run, outcome, seconds)
+        run_observed(run, outcome, time.perf_counter() - started)
         return outcome
 
     return observed
+
+
+def run_observed(run: ClaimedRun, outcome: RunOutcome, seconds: float) -> None:
+    """Count and log one run's outcome (for a run whose outcome is known only later, say once
+    the worker's batch of success marks committed)."""
+    metrics.run_finished(run.tenant, run.plugin, outcome.status.value, seconds)
+    if run_log.isEnabledFor(logging.INFO):
+        _log_run(run, outcome, seconds)
 
 
 def _log_run(run: ClaimedRun, outcome: RunOutcome, seconds: float) -> None:

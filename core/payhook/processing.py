@@ -8,15 +8,16 @@ import random
 import socket
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 from .config import Config, RetryPolicy, TenantConfig
 from .context import GiveUp, HandlerContext, RetryLater, Skip
 from .models import utcnow
-from .observe import observe_run
+from .observe import observe_run, run_observed
 from .plugins import PluginHost
 from .runs import ClaimedRun, Failure, Runs
 from .sqlite import WriteConflict, is_lock_error
@@ -24,7 +25,7 @@ from .store import Store
 from .stripe_clients import StripeClients
 from .types import Handler
 
-__all__ = ["Outcome", "Processor", "RunOutcome", "backoff_delay"]
+__all__ = ["Outcome", "Processor", "RunOutcome", "UnmarkedSuccess", "backoff_delay"]
 
 log = logging.getLogger("payhook.processing")
 
@@ -44,6 +45,28 @@ class RunOutcome:
     run_id: int
     status: Outcome
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class UnmarkedSuccess:
+    """A run whose handler returned without opening its session or asking for after-commit
+    work: all that is left is its success mark, which `Processor.mark_succeeded` writes
+    together with others'. Until then the run is `running` under its lease, so a worker that
+    dies first leaves it to be reclaimed and run again."""
+
+    run: ClaimedRun
+    duration_ms: float
+    # time.perf_counter() when its execution began: the observed duration ends at the mark.
+    started: float
+
+
+# A handler's SQLite write lost a race (see Processor.execute): run it again, locking early.
+class _Again(Enum):
+    AGAIN = "again"
+
+
+AGAIN = _Again.AGAIN
+MarkLater = Callable[[UnmarkedSuccess], None]
 
 
 def backoff_delay(policy: RetryPolicy, failures: int) -> float:
@@ -93,6 +116,46 @@ class Processor:
     @observe_run
     def execute(self, run: ClaimedRun) -> RunOutcome:
         """Run the handler, commit its work with the success mark, or record the failure."""
+        outcome = self._execute(run, None)
+        assert outcome is not None
+        return outcome
+
+    def execute_or_defer(self, run: ClaimedRun, mark_later: MarkLater) -> None:
+        """`execute`, except that a run whose handler wrote nothing and registered no
+        after-commit work is handed to `mark_later` instead of being marked succeeded here.
+
+        Such a run's outcome is observed when `mark_succeeded` has committed its mark.
+        """
+        started = time.perf_counter()
+        outcome = self._execute(run, mark_later, started)
+        if outcome is not None:
+            run_observed(run, outcome, time.perf_counter() - started)
+
+    def mark_succeeded(self, finished: Sequence[UnmarkedSuccess]) -> list[RunOutcome]:
+        """Write the success marks of runs `execute_or_defer` deferred, in one commit.
+
+        A run whose claim was lost in the meantime is not marked (LEASE_LOST): its new owner
+        decides what becomes of it. If the store fails, nothing is marked and the error
+        propagates: the runs stay `running` until their leases expire, then run again.
+        """
+        marked = self.runs.succeed_many([(item.run, item.duration_ms) for item in finished])
+        # Only now, with the marks committed, are these runs succeeded.
+        ended = time.perf_counter()
+        outcomes = []
+        for item in finished:
+            if item.run.id in marked:
+                outcome = RunOutcome(item.run.id, Outcome.SUCCEEDED)
+            else:
+                log.warning("run %s lost its lease before its success was recorded", item.run.id)
+                outcome = _lease_lost(item.run)
+            run_observed(item.run, outcome, ended - item.started)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _execute(
+        self, run: ClaimedRun, mark_later: MarkLater | None, started: float | None = None
+    ) -> RunOutcome | None:
+        """`execute`; None if the success mark was handed to `mark_later`."""
         policy = self.config.processing.retry_for(run.plugin)
         lease = self.config.processing.lease_seconds
         if time.monotonic() - run.claimed_at > lease / 4 and not self.runs.renew_lease(run, lease):
@@ -120,13 +183,19 @@ class Processor:
         if handler is None:
             missing = LookupError(f"handler {run.handler!r} of plugin {run.plugin!r} is not registered")
             return self._fail(run, policy, missing)
+        if started is None:
+            started = time.perf_counter()
         # SQLite only: a handler that read, then lost the race to write, runs again on fresh
         # data, this time holding the write lock from its first statement, so it cannot
         # lose again (a lock wait is bounded like any other).
-        outcome = self._attempt(run, handler, tenant, policy, retry_conflict=self.store.is_sqlite)
-        if outcome is None:
-            outcome = self._attempt(run, handler, tenant, policy, retry_conflict=False, lock_early=True)
-        assert outcome is not None
+        outcome = self._attempt(
+            run, handler, tenant, policy, mark_later, started, retry_conflict=self.store.is_sqlite
+        )
+        if outcome is AGAIN:
+            outcome = self._attempt(
+                run, handler, tenant, policy, mark_later, started, retry_conflict=False, lock_early=True
+            )
+        assert outcome is not AGAIN
         return outcome
 
     def _attempt(
@@ -135,10 +204,14 @@ class Processor:
         handler: Handler,
         tenant: TenantConfig,
         policy: RetryPolicy,
+        mark_later: MarkLater | None,
+        begun: float,
         *,
         retry_conflict: bool,
         lock_early: bool = False,
-    ) -> RunOutcome | None:
+    ) -> RunOutcome | _Again | None:
+        """One try of the handler; AGAIN after a lost SQLite write race (see `execute`), None
+        when the success mark went to `mark_later`."""
         transaction = self.store.handler_transaction(lock_early=lock_early)
         ctx = HandlerContext(
             tenant=tenant,
@@ -173,10 +246,13 @@ class Processor:
                         transaction.commit()
                     else:
                         transaction.rollback()
-                elif not self.runs.succeed_alone(run, elapsed):
-                    held = False
+                elif mark_later is not None and not ctx._after_commit:
+                    # Nothing to commit with the mark, and nothing waits for it: it can be
+                    # written with other runs' marks, and this thread go on to the next run.
+                    mark_later(UnmarkedSuccess(run, elapsed, begun))
+                    return None
                 else:
-                    held = True
+                    held = self.runs.succeed_alone(run, elapsed)
             except Skip as exc:
                 transaction.rollback()
                 elapsed = (time.perf_counter() - started) * 1000
@@ -187,7 +263,7 @@ class Processor:
             except Exception as exc:
                 transaction.rollback()
                 if retry_conflict and (isinstance(exc, WriteConflict) or is_lock_error(exc)):
-                    return None
+                    return AGAIN
                 elapsed = (time.perf_counter() - started) * 1000
                 return self._fail(run, policy, exc, ctx, elapsed)
         finally:

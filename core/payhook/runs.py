@@ -36,7 +36,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, or_, select, union_all, update
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    String,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ColumnElement
 
 from .compiled import Compiled, insert_keys
@@ -179,7 +193,9 @@ class Runs:
 
     Transitions that belong to a bigger transaction (ingest's `create`, a handler's
     `succeed`) take that transaction's DBAPI cursor; the others open their own through
-    `store.transaction()`.
+    `store.transaction()`, or on PostgreSQL, when one statement does the whole transition,
+    run it in autocommit mode (`store.statements()`): one round trip, no BEGIN or COMMIT to
+    wait for, and the statement is atomic by itself.
     """
 
     def __init__(self, store: Any) -> None:
@@ -229,6 +245,32 @@ class Runs:
         self._succeed = compile_(
             update(RUN).where(_guard("succeed")).values(status=S.SUCCEEDED.value, last_error=None, **finished)
         )
+        # PostgreSQL: many runs' success marks in one statement, each guarded by its own claim.
+        self._succeed_many: Compiled | None = None
+        if not self.is_sqlite:
+            marks = (
+                func.unnest(
+                    bindparam("b_ids", type_=ARRAY(BigInteger)),
+                    bindparam("b_tokens", type_=ARRAY(String)),
+                    bindparam("b_durations", type_=ARRAY(Float)),
+                )
+                .table_valued("id", "token", "duration")
+                .render_derived(name="marks")
+            )
+            self._succeed_many = compile_(
+                update(RUN)
+                .where(
+                    RUN.c.id == marks.c.id,
+                    RUN.c.lease_token == marks.c.token,
+                    status_in(_sources("succeed")),
+                )
+                .values(
+                    status=S.SUCCEEDED.value,
+                    last_error=None,
+                    **{**finished, "duration_ms": marks.c.duration},
+                )
+                .returning(RUN.c.id)
+            )
         self._skip = compile_(
             update(RUN)
             .where(_guard("skip"))
@@ -394,18 +436,24 @@ class Runs:
         }
         if event_id is not None:
             params["b_event_id"] = event_id
-        with self._transaction() as conn:
-            cursor = conn.connection.cursor()
-            pick, mark = self._claim_due if event_id is None else self._claim_event
-            try:
-                cursor.execute(pick.sql, pick.params(params))
-                rows = cursor.fetchall()
-                if mark is not None and rows:
-                    was = dict(rows)
-                    cursor.execute(mark.sql, mark.params(params))
-                    rows = [(*row, was[row[0]]) for row in cursor.fetchall()]
-            finally:
-                cursor.close()
+        pick, mark = self._claim_due if event_id is None else self._claim_event
+        if mark is None:
+            # PostgreSQL: the claim is one statement, atomic by itself.
+            with self.store.statements() as statements:
+                statements.cursor.execute(pick.sql, pick.params(params))
+                rows = statements.cursor.fetchall()
+        else:
+            with self._transaction() as conn:
+                cursor = conn.connection.cursor()
+                try:
+                    cursor.execute(pick.sql, pick.params(params))
+                    rows = cursor.fetchall()
+                    if rows:
+                        was = dict(rows)
+                        cursor.execute(mark.sql, mark.params(params))
+                        rows = [(*row, was[row[0]]) for row in cursor.fetchall()]
+                finally:
+                    cursor.close()
         payloads: dict[int, EventPayload] = {}
         claimed = []
         for row in sorted(rows, key=lambda r: r[0]):
@@ -445,24 +493,55 @@ class Runs:
 
     # -- finishing ---------------------------------------------------------------------
 
-    def succeed(self, cursor: Any, run: ClaimedRun, duration_ms: float) -> bool:
+    def succeed(self, cursor: Any, run: ClaimedRun, duration_ms: float, now: datetime | None = None) -> bool:
         """Inside the handler's transaction: mark it succeeded; False if the lease was lost."""
         cursor.execute(
             self._succeed.sql,
             self._succeed.params(
-                {"b_id": run.id, "b_token": run.lease_token, "b_now": utcnow(), "b_duration": duration_ms}
+                {
+                    "b_id": run.id,
+                    "b_token": run.lease_token,
+                    "b_now": now or utcnow(),
+                    "b_duration": duration_ms,
+                }
             ),
         )
         return bool(cursor.rowcount == 1)
 
     def succeed_alone(self, run: ClaimedRun, duration_ms: float) -> bool:
-        """`succeed` in a transaction of its own (the handler wrote nothing)."""
-        with self._transaction() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                return self.succeed(cursor, run, duration_ms)
-            finally:
-                cursor.close()
+        """`succeed` committed on its own (the handler wrote nothing)."""
+        return self._write_one(
+            self._succeed,
+            {"b_id": run.id, "b_token": run.lease_token, "b_now": utcnow(), "b_duration": duration_ms},
+        )
+
+    def succeed_many(self, finished: Sequence[tuple[ClaimedRun, float]]) -> set[int]:
+        """`succeed` for many runs whose handlers wrote nothing, in one commit.
+
+        `finished` holds (run, duration in ms) pairs. Returns the ids of the runs marked:
+        the others' claims no longer held (another worker took them over) and they are left
+        as their new owner has them. Committed (durably) when this returns.
+        """
+        if not finished:
+            return set()
+        now = utcnow()
+        if self._succeed_many is None:
+            # SQLite: one transaction, one turn of the write lock, for all of them.
+            with self._transaction() as conn:
+                cursor = conn.connection.cursor()
+                try:
+                    return {run.id for run, ms in finished if self.succeed(cursor, run, ms, now)}
+                finally:
+                    cursor.close()
+        params = {
+            "b_ids": [run.id for run, _ in finished],
+            "b_tokens": [run.lease_token for run, _ in finished],
+            "b_durations": [ms for _, ms in finished],
+            "b_now": now,
+        }
+        with self.store.statements() as statements:
+            statements.cursor.execute(self._succeed_many.sql, self._succeed_many.params(params))
+            return {row[0] for row in statements.cursor.fetchall()}
 
     def skip(self, run: ClaimedRun, reason: str, duration_ms: float) -> bool:
         """The handler raised payhook.Skip: `skipped`, with its reason."""
@@ -603,6 +682,11 @@ class Runs:
         return self.store.transaction(durable=False)
 
     def _write_one(self, statement: Compiled, params: dict[str, Any]) -> bool:
+        """One statement about one run; True if it changed that run."""
+        if not self.is_sqlite:
+            with self.store.statements() as statements:
+                statements.cursor.execute(statement.sql, statement.params(params))
+                return bool(statements.cursor.rowcount == 1)
         with self._transaction() as conn:
             cursor = conn.connection.cursor()
             try:

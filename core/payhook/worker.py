@@ -1,9 +1,15 @@
-"""The worker: a claiming thread and `concurrency` runner threads, steered from asyncio.
+"""The worker: a claiming thread, `concurrency` runner threads and a thread that writes
+success marks, steered from asyncio.
 
 Runs never pass through the event loop: the claimer fills a queue that the runners drain,
 and a finished run wakes the claimer directly. The loop only starts, stops and nudges it
 (`notify()` after ingest stored new runs), so a worker inside `payhook serve` costs the
 receiver nothing per run.
+
+A run whose handler wrote nothing (and registered no after-commit work) has nothing to
+commit but its success mark: its runner hands the mark to `SuccessMarks` and starts the next
+run, and the marks that gathered meanwhile are committed together, in one statement on
+PostgreSQL. Such a run counts as succeeded only once that commit returned.
 """
 
 from __future__ import annotations
@@ -15,17 +21,91 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .processing import Processor
+from .processing import Processor, UnmarkedSuccess
 from .runs import ClaimedRun
 from .store import StoreUnavailable
 
-__all__ = ["Worker"]
+__all__ = ["SuccessMarks", "Worker"]
 
 log = logging.getLogger("payhook.worker")
 
 MAX_OUTAGE_BACKOFF = 30.0
 # On SQLite a stuck handler may hold the write lock the hand-back needs; do not wait forever.
 HAND_BACK_TIMEOUT = 5.0
+
+
+class SuccessMarks:
+    """Success marks waiting to be committed, and the thread that commits them in batches.
+
+    While one batch commits, the next gathers. At most `limit` marks wait: past that a
+    runner waits for room, so a slow store slows the runners down instead of piling up
+    claimed runs. Until its mark commits a run stays `running` under its lease: if this
+    process dies first, the run is reclaimed after the lease and runs again.
+    """
+
+    def __init__(self, processor: Processor, limit: int) -> None:
+        self._processor = processor
+        self._limit = max(1, limit)
+        self._pending: list[UnmarkedSuccess] = []
+        self._condition = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._write, name="payhook-marks", daemon=True)
+        self._thread.start()
+
+    def add(self, finished: UnmarkedSuccess) -> None:
+        """Queue a run's success mark (from a runner thread)."""
+        with self._condition:
+            while len(self._pending) >= self._limit and self._writing():
+                self._condition.wait()
+            if self._writing():
+                self._pending.append(finished)
+                self._condition.notify_all()
+                return
+        # The writer is gone (a handler that outlived the worker's stop): write it here.
+        self._commit([finished])
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Commit what waits, then end the thread; False if that took longer than `timeout`."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _writing(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not (self._closing and not self._pending)
+
+    def _write(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._closing:
+                    self._condition.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+                self._condition.notify_all()  # room for runners waiting in add()
+            self._commit(batch)
+
+    def _commit(self, batch: list[UnmarkedSuccess]) -> None:
+        try:
+            self._processor.mark_succeeded(batch)
+        except StoreUnavailable as exc:
+            log.warning(
+                "could not record %d runs as succeeded (%s); they run again after their leases",
+                len(batch),
+                exc,
+            )
+        except Exception:
+            log.exception(
+                "could not record %d runs as succeeded; they run again after their leases", len(batch)
+            )
 
 
 class Worker:
@@ -63,6 +143,10 @@ class Worker:
         self._stop = threading.Event()
         self._stopped: asyncio.Event | None = None
         self._threads: list[threading.Thread] = []
+        self._marks = SuccessMarks(processor, self._marks_limit())
+
+    def _marks_limit(self) -> int:
+        return 2 * max(self.concurrency, self.batch_size)
 
     def notify(self) -> None:
         """New runs may be due (safe from any thread)."""
@@ -72,6 +156,8 @@ class Worker:
         """Run until `stop()`; cancelling this ends it at once (running handlers finish)."""
         self._stop.clear()
         self._stopped = asyncio.Event()
+        self._marks = SuccessMarks(self.processor, self._marks_limit())
+        self._marks.start()
         self._threads = [
             threading.Thread(target=self._claimer, name="payhook-claim", daemon=True),
             *(
@@ -93,6 +179,8 @@ class Worker:
             # threads, or are reclaimed after their lease.
             self._halt()
             self._release_in_background(self._take_queued())
+            # Marks already handed over are still committed, by the writer's own thread.
+            self._marks.close(timeout=0)
             raise
 
     # -- threads -----------------------------------------------------------------------
@@ -141,7 +229,7 @@ class Worker:
             try:
                 if self._pause is not None:
                     self._yield_to_receiver()
-                self.processor.execute(run)
+                self.processor.execute_or_defer(run, self._marks.add)
             except Exception:
                 # Typically the store went away mid-run; the lease expiry hands the run back.
                 log.exception("run %s could not be completed; it is retried after its lease", run.id)
@@ -216,6 +304,11 @@ class Worker:
                     await asyncio.to_thread(self.processor.abandon, abandoned)
             except (TimeoutError, StoreUnavailable):
                 log.warning("could not hand the runs back; their leases will expire instead")
+        # The finished runs' marks still waiting are committed before the worker says stopped.
+        if not await asyncio.to_thread(self._marks.close, HAND_BACK_TIMEOUT):
+            log.warning(
+                "success marks still being written after %.0fs; not waiting for them", HAND_BACK_TIMEOUT
+            )
         self._stopped.set()
         return len(abandoned)
 
