@@ -6,7 +6,8 @@ keep-alive connections. The figure is end-to-end events/s: for the original (han
 inline) its answer rate; for payhook, from the first event received to the last order
 marked paid, read from the store. Layouts:
 
-* `original`: `../shared/bench/original/serve.sh` (gunicorn, 1 sync worker, SQLite).
+* `original`: `../shared/bench/original/serve.sh` (gunicorn, 1 sync worker, SQLite), or
+  `$PAYHOOK_BENCH_ORIGINAL/serve.sh`.
 * `split`: `payhook serve --no-worker` plus one `payhook worker`, both on core 0.
 * `inline`: the default deployment, `payhook serve` with its in-process worker, on core 0.
 * `two-cores`: the receiver on core 0, the worker on core 1 (load generator on core 1 too).
@@ -34,7 +35,10 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-ORIGINAL = (ROOT.parent / "shared" / "bench" / "original").resolve()
+# The original lives beside the checkout (../shared/bench/original); a checkout elsewhere (a
+# fresh clone in /tmp, say) names it with PAYHOOK_BENCH_ORIGINAL.
+ORIGINAL_ENV = "PAYHOOK_BENCH_ORIGINAL"
+ORIGINAL = Path(os.environ.get(ORIGINAL_ENV) or ROOT.parent / "shared" / "bench" / "original").resolve()
 BIN = Path(sys.executable).parent
 SECRET = "whsec_bench_secret"
 TENANT = "pycon-bench"
@@ -56,10 +60,13 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
     raise SystemExit(f"nothing listens on {HOST}:{port} after {timeout:.0f}s")
 
 
+def original_venv() -> Path:
+    """The original's virtualenv, as serve.sh finds it (serve.sh makes it on first use)."""
+    return Path(os.environ.get("ORIGINAL_VENV", Path.home() / ".cache/payhook-original-venv"))
+
+
 def loadgen(url: str, events: int, cpu: int, out: Path, check: list[str]) -> dict[str, Any]:
-    venv_python = (
-        Path(os.environ.get("ORIGINAL_VENV", Path.home() / ".cache/payhook-original-venv")) / "bin/python"
-    )
+    venv_python = original_venv() / "bin/python"
     python = str(venv_python) if venv_python.exists() else sys.executable
     command = [
         python, str(ORIGINAL / "loadgen.py"), "--url", url, "--secret", SECRET,
@@ -91,8 +98,10 @@ def run_original(events: int, folder: Path) -> float:
     port = free_port()
     db = folder / "original.sqlite3"
     command = ["bash", str(ORIGINAL / "serve.sh"), str(port), "0", str(events), str(db)]
+    # serve.sh first builds the original's virtualenv when there is none yet.
+    startup = 60 if (original_venv() / "bin/gunicorn").exists() else 600
     with started(command, dict(os.environ), folder / "original.log"):
-        wait_for_port(port)
+        wait_for_port(port, startup)
         result = loadgen(
             f"http://{HOST}:{port}/webhooks/stripe/{TENANT}/", events, last_core(), folder / "original.json",
             ["--check-sqlite", str(db)],
