@@ -70,14 +70,18 @@ def poll(
 class Supervised:
     """One `payhook serve --workers N` or `payhook worker --processes N`, logging to a file."""
 
-    def __init__(self, config: Path, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, args: list[str], log: Path, env: dict[str, str | None] | None = None
+    ) -> None:
+        """`env` adds variables to the environment; one given as None is left out of it."""
         self.log = log
+        merged = {**os.environ, **(env or {})}
         with log.open("wb") as handle:
             self.process = subprocess.Popen(
                 payhook(args[0], "--config", str(config), *args[1:]),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
+                env={name: value for name, value in merged.items() if value is not None},
             )
 
     def text(self) -> str:
@@ -109,7 +113,7 @@ class Supervised:
 
 @contextmanager
 def supervised(
-    config: Path, args: list[str], log: Path, env: dict[str, str] | None = None
+    config: Path, args: list[str], log: Path, env: dict[str, str | None] | None = None
 ) -> Iterator[Supervised]:
     running = Supervised(config, args, log, env)
     try:
@@ -318,7 +322,7 @@ def test_worker_processes_drain_the_queue_each_run_once(
     batch = bodies(240)
     # Each run takes a little while, so that neither worker can drain the queue alone
     # before the other claims.
-    env = {"PAYHOOK_TESTPLUGIN_SLEEP": "0.02"}
+    env: dict[str, str | None] = {"PAYHOOK_TESTPLUGIN_SLEEP": "0.02"}
     serve_args = ["serve", "--port", str(port), "--no-worker", "--log-level", "warning"]
     with (
         supervised(config, ["worker", "--processes", "2"], tmp_path / "worker.log", env) as workers,
@@ -368,3 +372,40 @@ def test_a_child_that_keeps_dying_at_start_makes_the_supervisor_give_up(
     assert f"the {supervisor.MAX_QUICK_DEATHS}th time in a row; giving up" in caplog.text
     assert "exited with status 3" in caplog.text
     assert runner.pids() == []
+
+
+@pytest.mark.timeout(120)
+def test_the_first_receiver_serves_the_operator_app_counting_every_receiver(tmp_path: Path) -> None:
+    operator_port, port = free_port(), free_port()
+    token = "operator-token-for-the-test-0123456789"
+    config = write_config(tmp_path, "sqlite:///payhook.db")
+    config.write_text(config.read_text() + f'[operator]\nport = {operator_port}\ntoken = "{token}"\n')
+    url = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--workers", "2", "--no-worker", "--log-level", "info"]
+    env: dict[str, str | None] = {"PROMETHEUS_MULTIPROC_DIR": None}  # the supervisor makes its own
+    with supervised(config, args, tmp_path / "serve.log", env) as serve:
+        children = serve.wait_children(2)
+        wait_healthy(url, serve)
+        sent = 0
+
+        def both_answered() -> bool:
+            nonlocal sent
+            statuses = post_all([(f"{url}/conf", body) for body in bodies(40)], concurrency=16)
+            assert Counter(status for _, status in statuses) == {200: 40}
+            sent += 40
+            return {int(m.group(1)) for m in DELIVERY.finditer(serve.text())} == set(children.values())
+
+        poll(both_answered, 60, "both receivers to answer deliveries", serve.text)
+        metrics = httpx.get(
+            f"http://127.0.0.1:{operator_port}/metrics",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert metrics.status_code == 200
+        counted = re.search(
+            r'^payhook_deliveries_total\{outcome="accepted",tenant="conf"\} (\S+)$', metrics.text, re.M
+        )
+        assert counted is not None, metrics.text
+        assert float(counted.group(1)) == sent
+        assert serve.text().count("operator app on") == 1
+        assert serve.stop() == 0
