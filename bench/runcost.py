@@ -130,6 +130,9 @@ def measure(
             elapsed = time.perf_counter() - first[0]
             cpu_seconds = process_seconds(worker.pid) - first[1]
             counted = runs - first[2]
+            if counted <= 0:
+                # Every run finished before the first poll: nothing inside the window.
+                raise SystemExit(f"all {runs} runs finished before the first poll; use more --runs")
         finally:
             worker.terminate()
             worker.wait(30)
