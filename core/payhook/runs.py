@@ -89,6 +89,8 @@ TRANSITIONS: dict[str, tuple[frozenset[RunStatus], RunStatus | None]] = {
 }
 DUE = (S.PENDING.value, S.FAILED.value)
 FINISHED = (S.SUCCEEDED.value, S.SKIPPED.value, S.DEAD.value)
+# PostgreSQL: a claim's commit does not wait for the WAL flush (see Runs._claim_without_flush).
+CLAIM_COMMIT = "SET LOCAL synchronous_commit TO off"
 # What a worker needs of the event a claimed run belongs to.
 EVENT_COLUMNS = ("tenant", "stripe_event_id", "payload")
 
@@ -438,10 +440,7 @@ class Runs:
             params["b_event_id"] = event_id
         pick, mark = self._claim_due if event_id is None else self._claim_event
         if mark is None:
-            # PostgreSQL: the claim is one statement, atomic by itself.
-            with self.store.statements() as statements:
-                statements.cursor.execute(pick.sql, pick.params(params))
-                rows = statements.cursor.fetchall()
+            rows = self._claim_without_flush(pick, params)
         else:
             with self._transaction() as conn:
                 cursor = conn.connection.cursor()
@@ -478,6 +477,32 @@ class Runs:
                 )
             )
         return claimed
+
+    def _claim_without_flush(self, claim: Compiled, params: dict[str, Any]) -> list[Any]:
+        """PostgreSQL: the claim (one statement) in a transaction that commits without
+        waiting for its WAL to reach the disk, all sent in one round trip.
+
+        Losing such a claim takes a crash of the database server before the WAL writer
+        flushed it (well under a second), and leaves the run as it was before the claim: due,
+        so it is claimed and run again, the at-least-once any crash gives. Nothing written
+        about the run afterwards can outlive it: the success mark, a failure, a handler's
+        writes all commit with `synchronous_commit` on, which flushes the WAL up to their own
+        commit record, after the claim's. The claimer, which every run waits for, does not
+        wait for an fsync.
+        """
+        with self.store.pipelined_transaction() as txn:
+            txn.cursor.execute(CLAIM_COMMIT, prepare=False)
+            cursor = txn.cursor.connection.cursor()
+            try:
+                cursor.execute(claim.sql, claim.params(params))
+            except BaseException:
+                cursor.close()
+                raise
+        # The pipeline's COMMIT went out with the claim; its rows arrived with the sync.
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
     # -- while running -----------------------------------------------------------------
 
