@@ -97,6 +97,17 @@ def test_an_order_is_paid_only_once_its_payments_cover_the_total(conference: Con
     assert len(conference.hooks.paid) == 1
 
 
+def test_payments_that_add_up_to_the_total_exactly_pay_it(conference: Conference) -> None:
+    """3.34 + 0.01 is 3.35, though not in floating point (how SQLite keeps NUMERIC columns)."""
+    order_id = conference.order("3.35")
+    conference.send(intent_event("succeeded", order_id, "pi_most", amount=334))
+    assert conference.get(order_id).status == "pending"
+
+    conference.send(intent_event("succeeded", order_id, "pi_last_cent", amount=1))
+    assert conference.get(order_id).status == "paid"
+    assert len(conference.hooks.paid) == 1
+
+
 def test_a_comp_payment_counts_towards_the_total(conference: Conference) -> None:
     order_id = conference.order("50.00")
     with conference.harness.session() as session:

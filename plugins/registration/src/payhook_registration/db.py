@@ -1,10 +1,10 @@
 """The handlers' SQL: Core statements over the models' tables, run on the run's connection.
 
-Through the ORM a payment cost about five times the database's own work (identity map, unit
-of work, result objects, SQLAlchemy's per-statement execution). The handlers here are a few
-statements each, so they are written once as Core expressions (columns and types still come
+Through the ORM, SQLAlchemy's own work for a payment (identity map, unit of work, result
+objects, per-statement execution) cost many times the database's. The handlers need a few
+statements each, so these are written once as Core expressions (columns and types still come
 from the models), compiled once per dialect, and executed on the DBAPI connection of
-`ctx.session`: same transaction, committed by payhook with the run's success mark.
+`ctx.session`: the same transaction, committed by payhook with the run's success mark.
 """
 
 from __future__ import annotations
