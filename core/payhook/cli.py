@@ -99,9 +99,9 @@ def main() -> None:
     type=click.Choice(HTTP_PARSERS),
     default=DEFAULT_HTTP,
     show_default=True,
-    help="HTTP/1.1 parser. h11 bounds each request head (64 KiB, --head-timeout), so one "
-    "client cannot take the server's memory or hold connections open; httptools is faster "
-    "(bench/RESULTS.md) but bounds neither: use it only behind a proxy that does.",
+    help="HTTP/1.1 parser: httptools (C, faster) or h11 (pure Python). Both bound each "
+    "request head (64 KiB, --head-timeout), so one client cannot take the server's memory "
+    "or hold connections open.",
 )
 @click.option(
     "--head-timeout",
@@ -109,7 +109,7 @@ def main() -> None:
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a client has to send a request line and headers, counted from connecting "
-    "or from the previous answer; then the connection is closed (h11 only).",
+    "or from the previous answer; then the connection is closed.",
 )
 @click.option(
     "--limit-concurrency",

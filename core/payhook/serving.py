@@ -1,13 +1,15 @@
 """How `payhook serve` runs uvicorn: the HTTP/1.1 parsers it offers, and their limits.
 
-* `h11` (the default) bounds what one connection can cost. A request line and headers
-  over MAX_HEAD_BYTES get 400 and the connection closed, so memory stays flat whatever a
-  client sends; and a request head must be complete within the head timeout of the
-  connection opening or of the previous answer, so a client that connects and says
-  nothing, or trickles a header, cannot hold a connection for ever.
-* `httptools` is faster but bounds neither: its parser appends to a header line that
-  never ends (hundreds of MiB, slowing every other request while it copies), and uvicorn
-  has no setting to stop it. Use it only behind a proxy that enforces both limits.
+Both bound what one connection can cost. A request line and headers over MAX_HEAD_BYTES
+get 400 and the connection closed, so memory stays flat whatever a client sends; and a
+request head must be complete within the head timeout of the connection opening or of the
+previous answer, so a client that connects and says nothing, or trickles a header, cannot
+hold a connection for ever.
+
+* `httptools` (the default), uvicorn's C parser, with both bounds added by payhook
+  (payhook.httptools_protocol): uvicorn itself gives it neither.
+* `h11`, uvicorn's pure-Python parser, bounded by its own settings and
+  payhook.h11_protocol: slower, and kept as the alternative.
 
 bench/RESULTS.md records what each costs in throughput.
 """
@@ -19,7 +21,7 @@ from typing import Any
 __all__ = ["DEFAULT_HTTP", "HTTP_PARSERS", "KEEP_ALIVE_SECONDS", "MAX_HEAD_BYTES", "uvicorn_options"]
 
 HTTP_PARSERS = ("h11", "httptools")
-DEFAULT_HTTP = "h11"
+DEFAULT_HTTP = "httptools"
 # Stripe's request heads are about 1 KiB; 64 KiB leaves room for proxies' headers and
 # long paths while keeping a hostile client's buffer small.
 MAX_HEAD_BYTES = 64 * 1024
@@ -34,15 +36,22 @@ def uvicorn_options(http: str, head_timeout: float, limit_concurrency: int | Non
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "limit_concurrency": limit_concurrency,
     }
+    # Imported here: this module is read by every `payhook` command, uvicorn only by serve.
+    # uvicorn makes one protocol object per connection from a class; a subclass of our own
+    # carries this server's limits without changing the shared class.
     if http == "httptools":
-        return {**options, "http": "httptools"}
+        from .httptools_protocol import HttpToolsWithHeadLimits
+
+        class FastConfigured(HttpToolsWithHeadLimits):
+            pass
+
+        FastConfigured.head_timeout = head_timeout
+        FastConfigured.max_head_bytes = MAX_HEAD_BYTES
+        return {**options, "http": FastConfigured}
     if http != "h11":
         raise ValueError(f"unknown HTTP parser {http!r}; expected one of {', '.join(HTTP_PARSERS)}")
-    # Imported here: this module is read by every `payhook` command, uvicorn only by serve.
     from .h11_protocol import H11WithHeadDeadline
 
-    # uvicorn makes one protocol object per connection from a class; a subclass of our own
-    # carries this server's timeout without changing the shared class.
     class Configured(H11WithHeadDeadline):
         pass
 
