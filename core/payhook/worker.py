@@ -113,7 +113,9 @@ class Worker:
 
     It holds up to twice `concurrency` claimed runs: the second half waits in the queue, so
     a runner that finishes starts the next run at once, and claims are made a batch at a
-    time. `run()` may be called again after `stop()`; cancelling it ends it at once.
+    time. When runs finish faster than a claim comes back, it holds more (see `_hold_for`),
+    so the runners do not sit idle while the next claim is on its way. `run()` may be
+    called again after `stop()`; cancelling it ends it at once.
     """
 
     def __init__(
@@ -144,6 +146,9 @@ class Worker:
         self._stopped: asyncio.Event | None = None
         self._threads: list[threading.Thread] = []
         self._marks = SuccessMarks(processor, self._marks_limit())
+        # How many claimed runs to hold (queued + running), and how many runners took so far.
+        self._hold = 2 * concurrency
+        self._taken = 0
 
     def _marks_limit(self) -> int:
         return 2 * max(self.concurrency, self.batch_size)
@@ -192,12 +197,15 @@ class Worker:
             self._wake.clear()
             with self._condition:
                 held = len(self._queue) + len(self._running)
-            wanted = min(2 * self.concurrency - held, self.batch_size) if held <= self.concurrency else 0
+                taken_before = self._taken
+            wanted = min(self._hold - held, self.batch_size) if held <= self._hold // 2 else 0
             claimed: list[ClaimedRun] = []
             if wanted > 0:
                 try:
                     claimed = self.processor.claim(wanted)
                     outage = 0.0
+                    with self._condition:
+                        self._hold = self._hold_for(self._taken - taken_before)
                 except StoreUnavailable as exc:
                     outage = min(MAX_OUTAGE_BACKOFF, max(self.poll_interval, outage * 2))
                     log.warning("store unavailable (%s); next claim in %.1fs", exc, outage)
@@ -216,6 +224,17 @@ class Worker:
                     continue  # there may be more due right now
             self._wake.wait(self.poll_interval)
 
+    def _hold_for(self, taken_during_claim: int) -> int:
+        """Runs to hold, given how many the runners took while the last claim was under way.
+
+        A new claim starts once half of what is held is gone; for the runners not to run dry
+        before it comes back, that half must last a claim's round trip. Slow handlers take
+        few runs meanwhile and keep the hold at twice `concurrency`, so runs are not kept
+        from other workers; fast ones raise it, up to two claims' worth.
+        """
+        floor = 2 * self.concurrency
+        return max(floor, min(2 * taken_during_claim, max(floor, 2 * self.batch_size)))
+
     def _runner(self) -> None:
         me = threading.get_ident()
         while True:
@@ -226,6 +245,7 @@ class Worker:
                     return
                 run = self._queue.popleft()
                 self._running[me] = run
+                self._taken += 1
             try:
                 if self._pause is not None:
                     self._yield_to_receiver()
@@ -236,8 +256,11 @@ class Worker:
             finally:
                 with self._condition:
                     self._running.pop(me, None)
-                    low = len(self._queue) < self.concurrency
-                    self._condition.notify_all()
+                    low = len(self._queue) + len(self._running) <= self._hold // 2
+                    if self._stop.is_set():
+                        # stop() waits for the runners; while running, waking every idle
+                        # runner at each finished run would only cost the others the GIL.
+                        self._condition.notify_all()
                 if low:
                     self._wake.set()
 
