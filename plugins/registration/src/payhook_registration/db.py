@@ -37,19 +37,31 @@ class _Compiled:
     def __init__(self, statement: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys) if keys else None)
         self.sql = str(compiled)
-        # qmark drivers (sqlite3) take a tuple in this order; pyformat ones (psycopg) a dict.
-        positional = compiled.positiontup
-        self.order: list[str] | None = list(positional) if positional else None
-        # Values written into the statement (status = 'pending', NULL) are bind parameters too.
-        self.constants: dict[str, Any] = {}
-        self.converters: list[tuple[str, Callable[[Any], Any]]] = []
+        # Values written into the statement (status = 'pending', NULL) are bind parameters
+        # too: converted once here. The others are converted per call, as SQLAlchemy would.
+        constants: dict[str, Any] = {}
+        converters: dict[str, Callable[[Any], Any] | None] = {}
         for name, value in compiled.params.items():
             bind = compiled.binds[name]
             convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if not bind.required:
-                self.constants[name] = convert(value) if convert is not None and value is not None else value
-            elif convert is not None:
-                self.converters.append((name, convert))
+                constants[name] = convert(value) if convert is not None and value is not None else value
+            else:
+                converters[name] = convert
+        # qmark drivers (sqlite3) take a sequence in `positiontup` order; pyformat ones
+        # (psycopg) a dict. Either way the constants are filled in already.
+        positional = compiled.positiontup
+        self.template: list[Any] | dict[str, Any]
+        # (where in the parameters, which value, its conversion)
+        self.slots: list[tuple[Any, str, Callable[[Any], Any] | None]]
+        if positional:
+            self.template = [constants.get(name) for name in positional]
+            self.slots = [
+                (i, name, converters[name]) for i, name in enumerate(positional) if name in converters
+            ]
+        else:
+            self.template = constants
+            self.slots = [(name, name, convert) for name, convert in converters.items()]
         exported = getattr(statement, "exported_columns", ())
         self.types = [column.type for column in exported]
         self.dialect = dialect
@@ -57,12 +69,11 @@ class _Compiled:
         self.processors: list[Callable[[Any], Any] | None] | None = None
 
     def params(self, values: dict[str, Any]) -> Any:
-        merged = {**self.constants, **values} if self.constants else values
-        for name, convert in self.converters:
-            value = merged[name]
-            if value is not None:
-                merged[name] = convert(value)
-        return merged if self.order is None else tuple([merged[name] for name in self.order])
+        params: Any = self.template.copy()
+        for slot, name, convert in self.slots:
+            value = values[name]
+            params[slot] = value if convert is None or value is None else convert(value)
+        return params
 
     def convert(self, description: Any, row: Sequence[Any]) -> list[Any]:
         """A result row's values as SQLAlchemy would give them (say, Decimals on SQLite)."""
