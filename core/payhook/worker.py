@@ -205,7 +205,9 @@ class Worker:
                     claimed = self.processor.claim(wanted)
                     outage = 0.0
                     with self._condition:
-                        self._hold = self._hold_for(self._taken - taken_before)
+                        # Runners idle with nothing queued: the hold ran out before the claim.
+                        ran_dry = not self._queue and len(self._running) < self.concurrency
+                        self._hold = self._hold_for(self._taken - taken_before, ran_dry)
                 except StoreUnavailable as exc:
                     outage = min(MAX_OUTAGE_BACKOFF, max(self.poll_interval, outage * 2))
                     log.warning("store unavailable (%s); next claim in %.1fs", exc, outage)
@@ -224,16 +226,19 @@ class Worker:
                     continue  # there may be more due right now
             self._wake.wait(self.poll_interval)
 
-    def _hold_for(self, taken_during_claim: int) -> int:
-        """Runs to hold, given how many the runners took while the last claim was under way.
+    def _hold_for(self, taken_during_claim: int, ran_dry: bool) -> int:
+        """Runs to hold, given how many the runners took while the last claim was under way,
+        and whether they ran out of runs before it came back.
 
         A new claim starts once half of what is held is gone; for the runners not to run dry
         before it comes back, that half must last a claim's round trip. Slow handlers take
         few runs meanwhile and keep the hold at twice `concurrency`, so runs are not kept
-        from other workers; fast ones raise it, up to two claims' worth.
+        from other workers; fast ones raise it (doubling it while the runners still run dry,
+        since what they took is then only what there was), up to two claims' worth.
         """
         floor = 2 * self.concurrency
-        return max(floor, min(2 * taken_during_claim, max(floor, 2 * self.batch_size)))
+        wanted = 2 * self._hold if ran_dry else 2 * taken_during_claim
+        return max(floor, min(wanted, max(floor, 2 * self.batch_size)))
 
     def _runner(self) -> None:
         me = threading.get_ident()
