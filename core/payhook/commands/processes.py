@@ -19,6 +19,7 @@ import socket
 import sys
 import tempfile
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 import click
 from sqlalchemy.engine import make_url
@@ -57,7 +58,7 @@ class ServeOptions:
 # -- the parent ---------------------------------------------------------------------------
 
 
-def serve_in_processes(config_path: str, config: Config, options: ServeOptions, workers: int) -> None:
+def serve_in_processes(config_path: str, config: Config, options: ServeOptions, workers: int) -> NoReturn:
     """Bind once, then run `workers` receiver processes on the socket until SIGTERM; exits."""
     _refuse_private_database(config, "--workers")
     with_pid_in_logs()
@@ -85,7 +86,7 @@ def serve_in_processes(config_path: str, config: Config, options: ServeOptions, 
 
 def worker_in_processes(
     config_path: str, config: Config, log_level: str, log_level_given: bool, grace: float, processes: int
-) -> None:
+) -> NoReturn:
     """Run `processes` worker processes on one configuration until SIGTERM; exits."""
     _refuse_private_database(config, "--processes")
     with_pid_in_logs()
