@@ -205,9 +205,11 @@ class Worker:
                     claimed = self.processor.claim(wanted)
                     outage = 0.0
                     with self._condition:
-                        # Runners idle with nothing queued: the hold ran out before the claim.
-                        ran_dry = not self._queue and len(self._running) < self.concurrency
-                        self._hold = self._hold_for(self._taken - taken_before, ran_dry)
+                        taken = self._taken - taken_before
+                        # Runners that took what there was and now idle: the hold ran out
+                        # before the claim came back.
+                        ran_dry = taken > 0 and not self._queue and len(self._running) < self.concurrency
+                        self._hold = self._hold_for(taken, ran_dry)
                 except StoreUnavailable as exc:
                     outage = min(MAX_OUTAGE_BACKOFF, max(self.poll_interval, outage * 2))
                     log.warning("store unavailable (%s); next claim in %.1fs", exc, outage)
