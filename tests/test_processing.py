@@ -464,3 +464,164 @@ def test_a_run_that_waited_in_the_queue_renews_its_lease_or_yields(
     assert processor.execute(first).status == "succeeded"
     assert processor.execute(second).status == "lease_lost"
     assert plugin.calls == [("apply", first.stripe_event_id)]  # the taken-over run never started here
+
+
+class WritesNothing:
+    """A handler that never opens its session: its success mark is all there is to commit.
+
+    `then` optionally registers after-commit work (which a deferred mark must not skip)."""
+
+    def __init__(self, then: Any = None) -> None:
+        self.calls: list[str] = []
+        self.then = then
+
+    def handle(self, event: Any, ctx: HandlerContext) -> None:
+        self.calls.append(event.id)
+        if self.then is not None:
+            ctx.after_commit(self.then, ctx.run_id)
+
+    @hookimpl
+    def register_handlers(self, register: Any) -> None:
+        register("payment_intent.succeeded", self.handle, name="handle")
+
+
+def observed_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """(run id, outcome) of every run counted in the metrics and log from now on."""
+    import payhook.processing
+
+    seen: list[tuple[int, str]] = []
+    real = payhook.processing.run_observed
+
+    def record(run: Any, outcome: Any, seconds: float) -> None:
+        seen.append((run.id, outcome.status.value))
+        real(run, outcome, seconds)
+
+    monkeypatch.setattr(payhook.processing, "run_observed", record)
+    return seen
+
+
+def test_a_run_that_wrote_nothing_is_succeeded_only_once_its_deferred_mark_commits(
+    make_payhook: Any, stripe_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin = WritesNothing()
+    harness: PayhookHarness = make_payhook({"quiet": plugin})
+    for _ in range(3):
+        harness.deliver(stripe_event("payment_intent.succeeded"))
+    processor = harness.app.payhook.processor
+    observed = observed_outcomes(monkeypatch)
+    claimed = processor.claim(10)
+    waiting: list[Any] = []
+    for run in claimed:
+        processor.execute_or_defer(run, waiting.append)
+    assert len(plugin.calls) == 3 and len(waiting) == 3
+    # Handed over, not yet recorded: still running under their leases, and not counted.
+    assert [run.status for run in harness.runs()] == ["running"] * 3
+    assert observed == []
+
+    outcomes = processor.mark_succeeded(waiting)
+
+    assert [outcome.status for outcome in outcomes] == ["succeeded"] * 3
+    assert [(run.status, run.lease_token) for run in harness.runs()] == [("succeeded", None)] * 3
+    assert all(run.duration_ms is not None for run in harness.runs())
+    assert observed == [(run.id, "succeeded") for run in claimed]
+
+
+def test_a_deferred_mark_is_not_written_for_a_run_whose_lease_was_lost_meanwhile(
+    make_payhook: Any, stripe_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin = WritesNothing()
+    harness: PayhookHarness = make_payhook({"quiet": plugin})
+    for _ in range(2):
+        harness.deliver(stripe_event("payment_intent.succeeded"))
+    processor = harness.app.payhook.processor
+    kept, lost = processor.claim(10)
+    waiting: list[Any] = []
+    for run in (kept, lost):
+        processor.execute_or_defer(run, waiting.append)
+    # While the marks wait, the second run's lease expires and another worker reclaims it.
+    with harness.store.transaction() as conn:
+        conn.execute(
+            update(HandlerRun).where(HandlerRun.id == lost.id).values(lease_token="the-new-owner")  # type: ignore[arg-type]
+        )
+    observed = observed_outcomes(monkeypatch)
+
+    outcomes = processor.mark_succeeded(waiting)
+
+    assert [(outcome.run_id, outcome.status) for outcome in outcomes] == [
+        (kept.id, "succeeded"),
+        (lost.id, "lease_lost"),
+    ]
+    by_id = {run.id: run for run in harness.runs()}
+    assert by_id[kept.id].status == "succeeded"
+    # Left as its new owner has it: that worker decides what becomes of it.
+    assert (by_id[lost.id].status, by_id[lost.id].lease_token) == ("running", "the-new-owner")
+    assert observed == [(kept.id, "succeeded"), (lost.id, "lease_lost")]
+
+
+def test_a_crash_before_the_deferred_mark_commits_runs_the_run_again(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = WritesNothing()
+    harness: PayhookHarness = make_payhook({"quiet": plugin})
+    event = stripe_event("payment_intent.succeeded")
+    harness.deliver(event)
+    processor = harness.app.payhook.processor
+    [run] = processor.claim(10)
+    processor.execute_or_defer(run, lambda _mark: None)  # the process dies holding the mark
+    assert [r.status for r in harness.runs()] == ["running"]
+    with harness.store.transaction() as conn:  # ...and its lease runs out
+        conn.execute(update(HandlerRun).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+    [outcome] = harness.process()
+
+    assert outcome.status == "succeeded"
+    [again] = harness.runs()
+    assert (again.status, again.attempts) == ("succeeded", 2)
+    assert [failure.error_type for failure in harness.failures()] == ["LeaseExpired"]
+    assert plugin.calls == [event["id"], event["id"]]  # at least once: never lost
+
+
+def test_runs_with_writes_or_after_commit_work_are_marked_in_their_own_thread(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    seen: list[tuple[int, str]] = []
+    harnesses: list[PayhookHarness] = []
+
+    def after_commit(run_id: int) -> None:
+        # The callback sees its run already succeeded: it ran after the mark committed.
+        seen.append((run_id, next(run.status for run in harnesses[0].runs() if run.id == run_id)))
+
+    harness: PayhookHarness = make_payhook(
+        {"rec": RecordingPlugin("rec"), "quiet": WritesNothing(after_commit)}
+    )
+    harnesses.append(harness)
+    create_effect_table(harness.store.engine)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    processor = harness.app.payhook.processor
+    claimed = processor.claim(10)
+    assert sorted(run.plugin for run in claimed) == ["quiet", "rec"]
+    waiting: list[Any] = []
+    for run in claimed:
+        processor.execute_or_defer(run, waiting.append)
+
+    assert waiting == []
+    assert [run.status for run in harness.runs()] == ["succeeded", "succeeded"]
+    assert len(effects(harness.store.engine)) == 1  # committed with its run's mark
+    [quiet] = [run for run in claimed if run.plugin == "quiet"]
+    assert seen == [(quiet.id, "succeeded")]
+
+
+def test_a_run_that_wrote_and_lost_its_lease_commits_nothing_on_the_deferring_path(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    [claimed] = harness.app.payhook.processor.claim(10)
+    with harness.store.transaction() as conn:
+        conn.execute(update(HandlerRun).values(lease_token="someone-else"))
+    waiting: list[Any] = []
+    harness.app.payhook.processor.execute_or_defer(claimed, waiting.append)
+    assert waiting == []
+    assert effects(harness.store.engine) == []
+    assert run_of(harness, "apply").status == "running"

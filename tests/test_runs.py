@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -137,3 +138,21 @@ def test_runs_of_one_event_share_one_parsed_event(make_payhook: Any, stripe_even
     first, second = harness.app.payhook.processor.claim(10)
     assert first.payload is second.payload
     assert first.payload.event is second.payload.event
+
+
+@store_backends
+def test_succeed_many_moves_only_running_runs_whose_claim_holds(make_payhook: Any, stripe_event: Any) -> None:
+    harness: PayhookHarness = make_payhook({"rec": RecordingPlugin("rec")})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    runs = harness.app.payhook.runs
+    for status in RunStatus:
+        run = put_run_in(harness, status)
+        before = _state(harness)
+        marked = runs.succeed_many([(claimed(run), 2.5)])
+        assert (marked == {run.id}) == (status == RunStatus.RUNNING), status.value
+        assert (_state(harness) != before) == (status == RunStatus.RUNNING), status.value
+    run = put_run_in(harness, RunStatus.RUNNING)
+    stale = dataclasses.replace(claimed(run), lease_token="an-older-claim")
+    assert runs.succeed_many([(stale, 1.0)]) == set()
+    assert harness.runs()[0].status == "running"
+    assert runs.succeed_many([]) == set()

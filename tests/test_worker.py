@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 import pytest
+from payhook import hookimpl
 from payhook.testing import PayhookHarness, store_backends, wait_until
-from payhook.worker import Worker
+from payhook.worker import SuccessMarks, Worker
 
 from .helpers import RecordingPlugin, create_effect_table
 
@@ -141,3 +142,90 @@ def test_a_separate_worker_on_postgresql_wakes_on_notify_not_on_its_poll(
             await worker.stop()
 
     asyncio.run(scenario())
+
+
+class WritesNothing:
+    """A handler that never opens its session, so its runs' marks go to the mark writer."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def handle(self, event: Any, ctx: Any) -> None:
+        with self.lock:
+            self.calls.append(event.id)
+
+    @hookimpl
+    def register_handlers(self, register: Any) -> None:
+        register("payment_intent.succeeded", self.handle, name="handle")
+
+
+@store_backends
+def test_runs_that_wrote_nothing_are_marked_in_batches_each_exactly_once(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = WritesNothing()
+    harness: PayhookHarness = make_payhook({"quiet": plugin}, processing={"worker": True, "concurrency": 4})
+    batches: list[int] = []
+    processor = harness.app.payhook.processor
+    real = processor.mark_succeeded
+
+    def counted(finished: Any) -> Any:
+        batches.append(len(finished))
+        return real(finished)
+
+    processor.mark_succeeded = counted  # type: ignore[method-assign]
+    sent = [stripe_event("payment_intent.succeeded") for _ in range(40)]
+    for event in sent:
+        harness.deliver(event)
+    wait_until(
+        lambda: [run.status for run in harness.runs()] == ["succeeded"] * 40, what="every run to succeed"
+    )
+    assert sorted(plugin.calls) == sorted(event["id"] for event in sent)
+    assert sum(batches) == 40
+
+
+@store_backends
+def test_stop_commits_the_marks_still_waiting(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = WritesNothing()
+    harness: PayhookHarness = make_payhook({"quiet": plugin}, processing={"worker": True, "concurrency": 2})
+    processor = harness.app.payhook.processor
+    real = processor.mark_succeeded
+    writing, may_write = threading.Event(), threading.Event()
+
+    def held_back(finished: Any) -> Any:
+        writing.set()
+        may_write.wait(10)
+        return real(finished)
+
+    processor.mark_succeeded = held_back  # type: ignore[method-assign]
+    event = stripe_event("payment_intent.succeeded")
+    harness.deliver(event)
+    wait_until(writing.is_set, what="the mark writer to take the mark")
+    assert [run.status for run in harness.runs()] == ["running"]
+    worker = harness.app.payhook.worker
+    assert worker is not None
+    threading.Timer(0.3, may_write.set).start()
+
+    handed_back = harness.client.portal.call(worker.stop, 5.0)
+
+    assert handed_back == 0
+    assert [run.status for run in harness.runs()] == ["succeeded"]
+    assert plugin.calls == [event["id"]]
+
+
+@store_backends
+def test_a_mark_handed_over_after_the_writer_closed_is_committed_by_its_runner(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    harness: PayhookHarness = make_payhook({"quiet": WritesNothing()})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    processor = harness.app.payhook.processor
+    marks = SuccessMarks(processor, limit=4)
+    marks.start()
+    assert marks.close(timeout=5)
+    [run] = processor.claim(10)
+
+    processor.execute_or_defer(run, marks.add)
+
+    assert [r.status for r in harness.runs()] == ["succeeded"]
