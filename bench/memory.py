@@ -56,7 +56,7 @@ TRACE_FRAMES = 1
 # under --tracemalloc): a daemon thread that writes a tracemalloc snapshot whenever the
 # harness drops a request file, so the processes need no change and no signal handler.
 SNAPSHOT_HOOK = """
-import os, threading, time, tracemalloc
+import gc, os, threading, time, tracemalloc
 
 def _serve_snapshots(folder):
     me = str(os.getpid())
@@ -65,6 +65,7 @@ def _serve_snapshots(folder):
         for name in os.listdir(folder):
             if name.startswith(f"request-{me}-"):
                 label = name.split("-", 2)[2]
+                gc.collect()  # what is still held, not cyclic garbage the collector has yet to free
                 tracemalloc.take_snapshot().dump(os.path.join(folder, f"snapshot-{me}-{label}.tmp"))
                 os.rename(
                     os.path.join(folder, f"snapshot-{me}-{label}.tmp"),
