@@ -324,23 +324,24 @@ def test_worker_processes_drain_the_queue_each_run_once(
     # before the other claims.
     env: dict[str, str | None] = {"PAYHOOK_TESTPLUGIN_SLEEP": "0.02"}
     serve_args = ["serve", "--port", str(port), "--no-worker", "--log-level", "warning"]
-    with (
-        supervised(config, ["worker", "--processes", "2"], tmp_path / "worker.log", env) as workers,
-        supervised(config, serve_args, tmp_path / "serve.log") as serve,
-    ):
-        children = workers.wait_children(2)
-        poll(lambda: workers.text().count("payhook worker running") == 2, 60, "both workers to run")
+    with supervised(config, serve_args, tmp_path / "serve.log") as serve:
+        # A single `serve` migrates a new SQLite file without the supervisors' lock: let it
+        # finish before the workers' supervisor looks at the schema.
         wait_healthy(url, serve)
-        statuses = post_all([(f"{url}/conf", body) for body in batch], concurrency=8)
-        assert Counter(status for _, status in statuses) == {200: len(batch)}
-        poll(
-            lambda: run_counts(engine) == {"succeeded": len(batch)},
-            120,
-            "every run to succeed",
-            lambda: run_counts(engine),
-        )
-        assert workers.stop() == 0, workers.text()
-        assert "every worker process stopped" in workers.text()
+        worker_args = ["worker", "--processes", "2"]
+        with supervised(config, worker_args, tmp_path / "worker.log", env) as workers:
+            children = workers.wait_children(2)
+            poll(lambda: workers.text().count("payhook worker running") == 2, 60, "both workers to run")
+            statuses = post_all([(f"{url}/conf", body) for body in batch], concurrency=8)
+            assert Counter(status for _, status in statuses) == {200: len(batch)}
+            poll(
+                lambda: run_counts(engine) == {"succeeded": len(batch)},
+                120,
+                "every run to succeed",
+                lambda: run_counts(engine),
+            )
+            assert workers.stop() == 0, workers.text()
+            assert "every worker process stopped" in workers.text()
 
     effects = rows(engine, "SELECT stripe_event_id, attempt, pid FROM testplugin_effect")
     assert Counter(stripe_id for stripe_id, _, _ in effects) == Counter({event_id(body): 1 for body in batch})
@@ -356,7 +357,7 @@ def test_worker_processes_drain_the_queue_each_run_once(
 # -- the supervisor itself ---------------------------------------------------------------
 
 
-def exit_at_once(number: int, count: int) -> None:
+def exit_at_once(number: int, count: int, ready: Any) -> None:
     """A child that fails as soon as it starts (run in a spawned process)."""
     sys.exit(3)
 
@@ -369,7 +370,7 @@ def test_a_child_that_keeps_dying_at_start_makes_the_supervisor_give_up(
     runner = supervisor.Supervisor("test", exit_at_once, (), 2, stop_timeout=10)
     with caplog.at_level("INFO", logger="payhook.supervisor"):
         assert runner.run() == supervisor.EXIT_GAVE_UP
-    assert f"the {supervisor.MAX_QUICK_DEATHS}th time in a row; giving up" in caplog.text
+    assert f"before it was ready, the {supervisor.MAX_QUICK_DEATHS}th time in a row; giving up" in caplog.text
     assert "exited with status 3" in caplog.text
     assert runner.pids() == []
 

@@ -8,9 +8,11 @@ or connections copied from the parent) and are handed whatever the parent set up
 such as the listening socket that they all accept from.
 
 * A child that exits while the parent is not stopping is replaced. One that keeps dying
-  within a few seconds of its start is restarted after a growing delay, and after
-  MAX_QUICK_DEATHS such deaths in a row the parent gives up, stops the others and exits 1:
-  a broken deployment should fail loudly, not spin.
+  before it reports ready (see `Ready`), or within a few seconds of that, is restarted after
+  a growing delay, and after MAX_QUICK_DEATHS such deaths in a row the parent gives up, stops
+  the others and exits 1: a broken deployment should fail loudly, not spin. Readiness, not
+  the time since the start, decides: a spawned interpreter may take many seconds to import
+  everything on a busy machine.
 * SIGTERM or SIGINT to the parent is passed on as SIGTERM to every child, each of which
   shuts down gracefully on its own. A child still running after `stop_timeout` seconds is
   killed, and the parent then exits 1; otherwise it exits 0.
@@ -29,16 +31,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any
 
-__all__ = ["MAX_QUICK_DEATHS", "QUICK_DEATH_SECONDS", "Supervisor", "watch_parent"]
+__all__ = ["MAX_QUICK_DEATHS", "QUICK_DEATH_SECONDS", "Ready", "Supervisor", "watch_parent"]
 
 log = logging.getLogger("payhook.supervisor")
 
-# A child that dies within this many seconds of its start is counted as failing to start.
+# A child that dies within this many seconds of reporting ready counts as failing to start.
 QUICK_DEATH_SECONDS = 10.0
 MAX_QUICK_DEATHS = 5
 # The delay before restarting a child that died quickly doubles from this, up to the cap.
@@ -49,20 +51,36 @@ EXIT_GAVE_UP = 1
 _spawn = multiprocessing.get_context("spawn")
 
 
+class Ready:
+    """Given to each child as its last argument: call it once the child does its job."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection: Connection | None = connection
+
+    def __call__(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(OSError):  # the parent is gone; watch_parent acts on that
+                self._connection.send_bytes(b"ready")
+            self._connection.close()
+            self._connection = None
+
+
 @dataclass
 class _Slot:
     """One of the N places a child fills; it keeps its number across restarts."""
 
     number: int
     process: SpawnProcess | None = None
-    started_at: float = 0.0
+    ready: Connection | None = None  # readable once the child reported ready, or died
+    ready_at: float | None = None
     quick_deaths: int = 0
     restart_at: float | None = None
     history: list[int] = field(default_factory=list)  # pids, oldest first
 
 
 class Supervisor:
-    """Runs `count` children, each `target(*args, number, count)` in a spawned interpreter.
+    """Runs `count` children, each `target(*args, number, count, ready)` in a spawned
+    interpreter; `ready` is a `Ready` to call once the child is serving.
 
     `role` names them in log lines ("receiver", "worker"). `target` must be importable by
     name (a module-level function), since a spawned child imports it afresh.
@@ -128,13 +146,16 @@ class Supervisor:
             os.write(self._wake_write, b"\0")
 
     def _start(self, slot: _Slot) -> None:
+        ready_read, ready_write = _spawn.Pipe(duplex=False)
         process = _spawn.Process(
             target=self.target,
-            args=(*self.args, slot.number, self.count),
+            args=(*self.args, slot.number, self.count, Ready(ready_write)),
             name=f"payhook-{self.role}-{slot.number}",
         )
         process.start()
-        slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
+        # The child has its own copy now; with ours closed, the pipe ends when the child does.
+        ready_write.close()
+        slot.process, slot.ready, slot.ready_at, slot.restart_at = process, ready_read, None, None
         assert process.pid is not None
         slot.history.append(process.pid)
         log.info("%s %d/%d started: pid %d", self.role, slot.number, self.count, process.pid)
@@ -143,11 +164,15 @@ class Supervisor:
         """Wait for a child to exit, a signal, or a restart to fall due; act on it."""
         now = time.monotonic()
         running = {slot.process.sentinel: slot for slot in self.slots if slot.process is not None}
+        starting = {slot.ready: slot for slot in self.slots if slot.ready is not None}
         due = [slot.restart_at for slot in self.slots if slot.restart_at is not None]
         timeout = max(0.0, min(due) - now) if due else None
-        ready = wait([*running, self._wake_read], timeout)
+        ready = wait([*running, *starting, self._wake_read], timeout)
         if self._wake_read in ready:
             os.read(self._wake_read, 512)
+        for connection, slot in starting.items():
+            if connection in ready:
+                self._child_ready(slot, connection)
         for sentinel, slot in running.items():
             if sentinel in ready and self._stopping is None:
                 self._child_died(slot)
@@ -157,13 +182,25 @@ class Supervisor:
             if slot.process is None and due_now and self._stopping is None and not self._gave_up:
                 self._start(slot)
 
+    def _child_ready(self, slot: _Slot, connection: Connection) -> None:
+        try:
+            connection.recv_bytes()
+            slot.ready_at = time.monotonic()
+        except (EOFError, OSError):
+            pass  # it died before it was ready: its sentinel says so too
+        connection.close()
+        slot.ready = None
+
     def _child_died(self, slot: _Slot) -> None:
         assert slot.process is not None
-        process, lived = slot.process, time.monotonic() - slot.started_at
+        process = slot.process
         process.join()
-        slot.process = None
+        if slot.ready is not None:
+            slot.ready.close()
+        slot.process = slot.ready = None
         status = _describe_exit(process.exitcode)
-        if lived >= QUICK_DEATH_SECONDS:
+        served = None if slot.ready_at is None else time.monotonic() - slot.ready_at
+        if served is not None and served >= QUICK_DEATH_SECONDS:
             slot.quick_deaths = 0
             log.warning(
                 "%s %d/%d (pid %s) %s after %.0fs; starting a replacement",
@@ -172,21 +209,22 @@ class Supervisor:
                 self.count,
                 process.pid,
                 status,
-                lived,
+                served,
             )
             slot.restart_at = time.monotonic()
             return
         slot.quick_deaths += 1
+        when = "before it was ready" if served is None else f"{served:.1f}s after it was ready"
         if slot.quick_deaths >= MAX_QUICK_DEATHS:
             log.error(
-                "%s %d/%d (pid %s) %s %.1fs after starting, the %d%s time in a row; giving up "
+                "%s %d/%d (pid %s) %s %s, the %d%s time in a row; giving up "
                 "and stopping the other %s processes (see the lines above for why it failed)",
                 self.role,
                 slot.number,
                 self.count,
                 process.pid,
                 status,
-                lived,
+                when,
                 slot.quick_deaths,
                 _ordinal_suffix(slot.quick_deaths),
                 self.role,
@@ -195,13 +233,13 @@ class Supervisor:
             return
         delay = min(LONGEST_RESTART_DELAY, FIRST_RESTART_DELAY * 2 ** (slot.quick_deaths - 1))
         log.warning(
-            "%s %d/%d (pid %s) %s %.1fs after starting; restarting it in %.1fs",
+            "%s %d/%d (pid %s) %s %s; restarting it in %.1fs",
             self.role,
             slot.number,
             self.count,
             process.pid,
             status,
-            lived,
+            when,
             delay,
         )
         slot.restart_at = time.monotonic() + delay

@@ -12,6 +12,7 @@ write gate serialises threads inside one. docs/scaling.md says what that means f
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -22,11 +23,12 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 import click
+import uvicorn
 from sqlalchemy.engine import make_url
 
 from .. import logs, migrations
 from ..config import Config, ConfigError, load_config
-from ..supervisor import Supervisor, watch_parent
+from ..supervisor import Ready, Supervisor, watch_parent
 
 __all__ = ["ServeOptions", "serve_in_processes", "worker_in_processes"]
 
@@ -126,11 +128,17 @@ def _prepare_store(config: Config) -> None:
         sys.exit(2)
     if not config.database.is_sqlite:
         return
-    store = Store(config.database, timeout=None)
-    try:
-        migrations.upgrade(store.engine)
-    finally:
-        store.dispose()
+    # Two supervisors started together (`serve --workers` and `worker --processes` under
+    # systemd, say) would otherwise both create the tables of a new file; the second then
+    # fails half way ("table ... already exists"). With the lock it finds them made.
+    lock_path = f"{make_url(config.database.url).database}.migrate-lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        store = Store(config.database, timeout=None)
+        try:
+            migrations.upgrade(store.engine)
+        finally:
+            store.dispose()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -168,11 +176,9 @@ def _shared_metrics_dir(config: Config) -> str | None:
 
 
 def serve_child(
-    config_path: str, options: ServeOptions, sock: socket.socket, number: int, count: int
+    config_path: str, options: ServeOptions, sock: socket.socket, number: int, count: int, ready: Ready
 ) -> None:
     """One receiver process: `payhook serve`'s app, served from the shared socket."""
-    import uvicorn
-
     from ..app import create_app
     from ..operator import with_operator
     from ..serving import uvicorn_options
@@ -184,7 +190,8 @@ def serve_child(
     # dies), the others leave it alone.
     app = with_operator(app, config if number == 1 else replace(config, operator=None))
     log.info("receiver %d/%d serving (pid %d)", number, count, os.getpid())
-    server = uvicorn.Server(
+    server = _ReportingServer(
+        ready,
         uvicorn.Config(
             app,
             log_level=options.log_level,
@@ -195,7 +202,7 @@ def serve_child(
             loop="auto",
             timeout_graceful_shutdown=30,
             **uvicorn_options(options.http, options.head_timeout, options.limit_concurrency),
-        )
+        ),
     )
     server.run(sockets=[sock])
     if not server.started:
@@ -203,7 +210,13 @@ def serve_child(
 
 
 def worker_child(
-    config_path: str, log_level: str, log_level_given: bool, grace: float, number: int, count: int
+    config_path: str,
+    log_level: str,
+    log_level_given: bool,
+    grace: float,
+    number: int,
+    count: int,
+    ready: Ready,
 ) -> None:
     """One worker process: `payhook worker` on the same configuration."""
     import asyncio
@@ -215,11 +228,26 @@ def worker_child(
     watch_parent()
     payhook = Payhook(config, migrate=False, run_worker=True)
     log.info("worker %d/%d running (pid %d)", number, count, os.getpid())
+    # Its plugins and store are set up; what is left (starting threads) does not fail.
+    ready()
     if asyncio.run(_run_worker(payhook, grace)):
         # As `payhook worker`: handlers still stuck after the grace period were handed back
         # and can no longer commit; do not wait for their threads.
         logging.shutdown()
         os._exit(0)
+
+
+class _ReportingServer(uvicorn.Server):
+    """uvicorn's server, telling the supervisor once it has started serving."""
+
+    def __init__(self, ready: Ready, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.should_exit:  # the lifespan (payhook's start) succeeded
+            self._ready()
 
 
 def _child_config(config_path: str, log_level: str, log_level_given: bool) -> Config:
