@@ -54,3 +54,14 @@ def test_payload_is_the_parsed_json_without_building_stripe_objects(stripe_event
     assert isinstance(payload["data"]["object"], dict)
     assert payload["data"]["object"] == sdks.data.object.to_dict()
     assert ours.payload is not payload  # each caller gets its own top level
+
+
+def test_from_payload_builds_the_same_event_and_leaves_every_object_until_read(stripe_event: Any) -> None:
+    values = stripe_event("payment_intent.succeeded")
+    ours = payhook.Event.from_payload(json.loads(json.dumps(values)))
+    sdks = stripe.Event.construct_from(json.loads(json.dumps(values)), None)
+    # Nothing but the envelope's plain values is converted before a handler reads it.
+    assert set(ours._data._raw) == {key for key, value in values.items() if isinstance(value, dict)}
+    assert ours.request.id == sdks.request.id and type(ours.request) is type(sdks.request)
+    assert ours.data.object.id == sdks.data.object.id
+    assert ours.to_dict() == sdks.to_dict()

@@ -8,9 +8,9 @@ import stripe
 
 __all__ = ["Event"]
 
-# Building Stripe's objects for `data` (the event's object: a PaymentIntent with its charges,
-# say) is most of the cost of an event; a handler that never reads it should not pay it.
-_LAZY_KEYS = frozenset({"data"})
+# Building Stripe's objects is most of the cost of an event: for `data` (the event's object: a
+# PaymentIntent with its charges, say) above all, but also for the envelope's other objects
+# (`request`, ...). A handler pays for each only when it first reads it.
 
 
 class _LazyValues(dict[str, Any]):
@@ -80,6 +80,19 @@ class Event(stripe.Event):
     The same object is shared by every handler run of one event: treat it as read-only.
     """
 
+    @classmethod
+    def from_payload(cls, values: dict[str, Any]) -> Event:
+        """The event for parsed `values`, as `construct_from(values, None)` builds it.
+
+        `construct_from` makes a new API requestor for every event, copying the SDK's global
+        options (a fifth of a no-op run's cost); the SDK's own global requestor, which reads
+        those options when a request is made, serves every event alike.
+        """
+        requestor = _global_requestor()
+        if requestor is None:
+            return cls.construct_from(values, None)
+        return cls._construct_from(values=values, requestor=requestor, api_mode="V1")
+
     @property
     def payload(self) -> dict[str, Any]:
         """The event as Stripe sent it, parsed: plain dicts and lists, no Stripe objects.
@@ -97,7 +110,7 @@ class Event(stripe.Event):
             super()._refresh_from(values=values, api_mode=api_mode, **options)
             return
         self.__dict__["_payload"] = values
-        raw = {key: value for key, value in values.items() if key in _LAZY_KEYS and isinstance(value, dict)}
+        raw = {key: value for key, value in values.items() if isinstance(value, dict)}
         eager = {key: value for key, value in values.items() if key not in raw}
         super()._refresh_from(values=eager, api_mode=api_mode, **options)
         if not raw:
@@ -111,3 +124,13 @@ class Event(stripe.Event):
             return holder._data[key]
 
         self._data = _LazyValues(self._data, raw, build)
+
+
+def _global_requestor() -> Any:
+    """The stripe SDK's global API requestor, or None if this SDK version has none."""
+    try:
+        from stripe._api_requestor import _APIRequestor
+    except ImportError:
+        return None
+    instance = getattr(_APIRequestor, "_global_instance", None)
+    return instance() if callable(instance) else None

@@ -133,7 +133,7 @@ class EventPayload:
         if self._event is None:
             with self._lock:
                 if self._event is None:
-                    self._event = StripeEvent.construct_from(json.loads(self.text), None)
+                    self._event = StripeEvent.from_payload(json.loads(self.text))
         return self._event
 
 
