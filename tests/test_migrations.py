@@ -39,3 +39,47 @@ def test_disabled_plugins_migrations_are_left_out(monkeypatch: Any) -> None:
     everything = plugin_version_locations()
     monkeypatch.setenv("PAYHOOK_DISABLED_PLUGINS", "testplugin")
     assert [loc for loc in everything if "payhook_testplugin" not in loc] == plugin_version_locations()
+
+
+def test_processes_starting_together_on_a_new_sqlite_file_take_turns(tmp_path: Any) -> None:
+    import fcntl
+    import subprocess
+    import sys
+    import threading
+
+    path = tmp_path / "payhook.db"
+    engine = create_engine(f"sqlite:///{path}")
+    done = threading.Event()
+
+    def migrate() -> None:
+        upgrade(engine, include_plugins=False)
+        done.set()
+
+    # Another process is migrating: it holds the lock, and this one must wait for it.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX);"
+            " print('held', flush=True); sys.stdin.read()",
+            f"{path}.migrate-lock",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        waiting = threading.Thread(target=migrate, daemon=True)
+        waiting.start()
+        assert not done.wait(1.0), "upgrade() did not wait for the process holding the lock"
+        assert not inspect(engine).get_table_names()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()  # the holder exits, and its lock goes with it
+        holder.wait(10)
+    assert done.wait(30)
+    assert set(inspect(engine).get_table_names()) >= CORE_TABLES
+    with open(f"{path}.migrate-lock", "a") as lock:  # free again
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    engine.dispose()

@@ -12,7 +12,6 @@ write gate serialises threads inside one. docs/scaling.md says what that means f
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -128,17 +127,12 @@ def _prepare_store(config: Config) -> None:
         sys.exit(2)
     if not config.database.is_sqlite:
         return
-    # Two supervisors started together (`serve --workers` and `worker --processes` under
-    # systemd, say) would otherwise both create the tables of a new file; the second then
-    # fails half way ("table ... already exists"). With the lock it finds them made.
-    lock_path = f"{make_url(config.database.url).database}.migrate-lock"
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        store = Store(config.database, timeout=None)
-        try:
-            migrations.upgrade(store.engine)
-        finally:
-            store.dispose()
+    # upgrade() takes turns with other processes starting on the same new file.
+    store = Store(config.database, timeout=None)
+    try:
+        migrations.upgrade(store.engine)
+    finally:
+        store.dispose()
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sqlalchemy import Engine
 
 from ..plugins import disabled_from_env
 
-__all__ = ["VERSION_TABLE", "alembic_config", "upgrade"]
+__all__ = ["VERSION_TABLE", "alembic_config", "one_migrator_at_a_time", "upgrade"]
 
 VERSION_TABLE = "payhook_alembic_version"
 MIGRATIONS_ENTRY_POINTS = "payhook.migrations"
@@ -48,4 +49,28 @@ def alembic_config(engine: Engine, extra_locations: Iterable[str] = ()) -> Alemb
 def upgrade(engine: Engine, *, include_plugins: bool = True) -> None:
     """Bring the core branch (and every installed plugin's branch) to its head."""
     extra = plugin_version_locations() if include_plugins else []
-    command.upgrade(alembic_config(engine, extra), "heads")
+    with one_migrator_at_a_time(engine):
+        command.upgrade(alembic_config(engine, extra), "heads")
+
+
+@contextmanager
+def one_migrator_at_a_time(engine: Engine) -> Iterator[None]:
+    """On an SQLite file, hold `<file>.migrate-lock` while the block runs.
+
+    Processes started together on a new file (`serve` and `payhook worker` under systemd,
+    say) would otherwise both create its tables, and the second would fail half way ("table
+    ... already exists"); with the lock it finds them made. PostgreSQL needs none: alembic's
+    DDL runs in a transaction there.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, start processes one at a time
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
