@@ -16,9 +16,17 @@ bench/RESULTS.md records what each costs in throughput.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-__all__ = ["DEFAULT_HTTP", "HTTP_PARSERS", "KEEP_ALIVE_SECONDS", "MAX_HEAD_BYTES", "uvicorn_options"]
+__all__ = [
+    "DEFAULT_HTTP",
+    "HTTP_PARSERS",
+    "KEEP_ALIVE_SECONDS",
+    "MAX_HEAD_BYTES",
+    "listening_socket",
+    "uvicorn_options",
+]
 
 HTTP_PARSERS = ("h11", "httptools")
 DEFAULT_HTTP = "httptools"
@@ -57,3 +65,17 @@ def uvicorn_options(http: str, head_timeout: float, limit_concurrency: int | Non
 
     Configured.head_timeout = head_timeout
     return {**options, "http": Configured, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+
+
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A bound, listening TCP socket; OSError saying which address when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(backlog)
+    return sock

@@ -137,16 +137,13 @@ def _prepare_store(config: Config) -> None:
 
 def _listen(host: str, port: int) -> socket.socket:
     """The socket every receiver accepts from, bound before any of them starts."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    from ..serving import listening_socket
+
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port, LISTEN_BACKLOG)
     except OSError as exc:
-        sock.close()
-        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 

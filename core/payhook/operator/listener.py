@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from ..app import PayhookApp
 from ..config import Config, OperatorConfig
 from ..logs import route_server_loggers
+from ..serving import listening_socket
 from .app import create_operator_app
 
 __all__ = ["with_operator"]
@@ -86,14 +87,9 @@ async def serving(app: ASGIApp, where: OperatorConfig) -> AsyncIterator[None]:
 
 def _listen(host: str, port: int) -> socket.socket:
     """A bound, listening socket, or a clear error (a port in use, say) before anything runs."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port, 128)
     except OSError as exc:
-        sock.close()
-        raise OSError(f"[operator] cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    sock.listen(128)
+        raise OSError(f"[operator] {exc}") from exc
     sock.setblocking(False)
     return sock
