@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from payhook import HandlerContext, hookimpl
-from payhook.testing import PayhookHarness, fresh_event_id, wait_until
+from payhook.testing import PayhookHarness, fresh_event_id, store_backends, wait_until
 from sqlalchemy import text
 
 from .helpers import Effect, create_effect_table, effects
@@ -117,3 +117,66 @@ def test_a_handler_whose_reads_went_stale_runs_again_instead_of_failing(
     assert plugin.calls == 2  # the stale attempt was rolled back and ran again
     assert [row.handler for row in effects(harness.store.engine, None) if row.plugin == "rw"] == ["saw-1"]
     assert [f.error_type for f in harness.failures()] == []
+
+
+class LockThenRead(ReadThenWrite):
+    """The same handler, taking the write lock before it reads."""
+
+    def bump(self, event: Any, ctx: HandlerContext) -> None:
+        ctx.lock_for_write()
+        super().bump(event, ctx)
+
+
+def test_a_handler_that_locks_for_write_first_reads_what_it_commits_on(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = LockThenRead()
+    harness: PayhookHarness = make_payhook({"rw": plugin})
+    create_effect_table(harness.store.engine)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    processor = harness.app.payhook.processor
+    [run] = processor.claim(10)
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(processor.execute(run)))
+    other_committed = threading.Event()
+
+    def other_writer() -> None:
+        with harness.store.transaction() as conn:
+            conn.execute(
+                Effect.__table__.insert(),  # type: ignore[attr-defined]
+                {
+                    "plugin": "other",
+                    "handler": "other",
+                    "stripe_event_id": fresh_event_id(),
+                    "tenant": "test",
+                },
+            )
+        other_committed.set()
+
+    worker.start()
+    other = threading.Thread(target=other_writer)
+    try:
+        assert plugin.after_read.wait(WAIT_LIMIT)
+        other.start()
+        # The handler holds the write lock from before its read: the other writer waits.
+        assert not other_committed.wait(0.5), "another writer committed while the handler held the lock"
+    finally:
+        plugin.go_on.set()
+        worker.join(WAIT_LIMIT)
+        other.join(WAIT_LIMIT)
+    assert outcome[0].status == "succeeded"
+    assert plugin.calls == 1  # its read never went stale: no second run
+    assert [row.handler for row in effects(harness.store.engine, None) if row.plugin == "rw"] == ["saw-0"]
+    assert other_committed.is_set()
+
+
+@store_backends
+def test_lock_for_write_then_writes_commit_on_either_store(make_payhook: Any, stripe_event: Any) -> None:
+    plugin = LockThenRead()
+    plugin.go_on.set()
+    harness: PayhookHarness = make_payhook({"rw": plugin})
+    create_effect_table(harness.store.engine)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process()
+    assert [run.status for run in harness.runs()] == ["succeeded"]
+    assert [row.handler for row in effects(harness.store.engine, None) if row.plugin == "rw"] == ["saw-0"]

@@ -159,6 +159,16 @@ class HandlerContext:
         """This run's open session; the core commits it, never the handler."""
         return self._transaction.session
 
+    def lock_for_write(self) -> None:
+        """Take the database's write lock for this run's transaction now, before reading.
+
+        SQLite takes it at a transaction's first write; a handler that read first and lost
+        the race to write is run once more. Call this first to decide on data nobody can
+        change before the commit. On PostgreSQL it does nothing: lock the rows you read
+        (`SELECT ... FOR UPDATE`).
+        """
+        self._transaction.lock_for_write()
+
     def after_commit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         """Call `func(*args, **kwargs)` once this handler's transaction has committed.
 

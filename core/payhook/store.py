@@ -312,12 +312,15 @@ class HandlerTransaction:
         prepare_write(conn, gate, gate.patience)
         return True
 
+    def lock_for_write(self) -> None:
+        """SQLite: begin this transaction holding the write lock (or upgrade it now)."""
+        if self.store.gate is not None:
+            prepare_write(self.session.connection(), self.store.gate, self.store.gate.patience)
+
     def cursor_for_write(self) -> Any:
         """The transaction's DBAPI cursor, ready to write (for the core's success mark)."""
-        conn = self.session.connection()
-        if self.store.gate is not None:
-            prepare_write(conn, self.store.gate, self.store.gate.patience)
-        return conn.connection.cursor()
+        self.lock_for_write()
+        return self.session.connection().connection.cursor()
 
     def commit(self) -> None:
         assert self._session is not None

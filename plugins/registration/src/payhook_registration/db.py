@@ -112,14 +112,11 @@ class Tx:
     __slots__ = ("_error", "_execute", "ctx", "dialect")
 
     def __init__(self, ctx: HandlerContext) -> None:
+        # SQLite: the write lock now, before the order is read (PostgreSQL locks its row).
+        ctx.lock_for_write()
         connection = ctx.session.connection()
         self.ctx = ctx
         self.dialect = connection.dialect
-        if self.dialect.name == "sqlite":
-            # payhook takes SQLite's lock (and its process's write gate) at a transaction's
-            # first write, seen by SQLAlchemy: this one, which changes nothing. The rest runs
-            # on the DBAPI connection, inside that transaction.
-            connection.exec_driver_sql(_TAKE_WRITE_LOCK)
         self._execute: Callable[[str, Any], Any] = connection.connection.driver_connection.execute  # type: ignore[union-attr]
         self._error: type[Exception] = self.dialect.loaded_dbapi.Error
 
@@ -317,8 +314,6 @@ def _captured(order_id: ColumnElement[Any]) -> ColumnElement[bool]:
     )
     return (PAYMENTS.c.order_id == order_id) & captured
 
-
-_TAKE_WRITE_LOCK = f"DELETE FROM {ORDERS.name} WHERE 0"
 
 _ORDER_COLUMNS = [
     ORDERS.c.id,
