@@ -61,6 +61,15 @@ def test_handlers_waiting_without_writing_never_stall_other_tenants_ingest(
     wait_until(lambda: {run.status for run in harness.runs() if run.plugin == "slow"} == {"succeeded"})
 
 
+def commit_another_write(harness: PayhookHarness) -> None:
+    """Another writer of the same database commits one row."""
+    with harness.store.transaction() as conn:
+        conn.execute(
+            Effect.__table__.insert(),  # type: ignore[attr-defined]
+            {"plugin": "other", "handler": "other", "stripe_event_id": fresh_event_id(), "tenant": "test"},
+        )
+
+
 class ReadThenWrite:
     """Reads a counter, lets another writer in, then writes: the classic lost update."""
 
@@ -99,17 +108,7 @@ def test_a_handler_whose_reads_went_stale_runs_again_instead_of_failing(
     worker.start()
     try:
         assert plugin.after_read.wait(WAIT_LIMIT)
-        # Another writer commits after the handler's read.
-        with harness.store.transaction() as conn:
-            conn.execute(
-                Effect.__table__.insert(),  # type: ignore[attr-defined]
-                {
-                    "plugin": "other",
-                    "handler": "other",
-                    "stripe_event_id": fresh_event_id(),
-                    "tenant": "test",
-                },
-            )
+        commit_another_write(harness)  # after the handler's read
     finally:
         plugin.go_on.set()
         worker.join(WAIT_LIMIT)
@@ -141,16 +140,7 @@ def test_a_handler_that_locks_for_write_first_reads_what_it_commits_on(
     other_committed = threading.Event()
 
     def other_writer() -> None:
-        with harness.store.transaction() as conn:
-            conn.execute(
-                Effect.__table__.insert(),  # type: ignore[attr-defined]
-                {
-                    "plugin": "other",
-                    "handler": "other",
-                    "stripe_event_id": fresh_event_id(),
-                    "tenant": "test",
-                },
-            )
+        commit_another_write(harness)
         other_committed.set()
 
     worker.start()
