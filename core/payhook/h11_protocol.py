@@ -7,18 +7,13 @@ import asyncio
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .head_deadline import HeadDeadline
+
 __all__ = ["H11WithHeadDeadline"]
 
 
-class H11WithHeadDeadline(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose next request head is late.
-
-    uvicorn itself only times out a connection that is idle after an answer, and any
-    byte received cancels that; it sets no timer on a new connection at all.
-    """
-
-    head_timeout: float = 10.0
-    _head_timer: asyncio.TimerHandle | None = None
+class H11WithHeadDeadline(HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose next request head is late."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -36,20 +31,12 @@ class H11WithHeadDeadline(H11Protocol):
         self._stop_head_timer()
         super().connection_lost(exc)
 
+    def _head_owed(self) -> bool:
+        return bool(self.conn.their_state is h11.IDLE)
+
     def _watch_head(self) -> None:
         """Keep the deadline running while the client owes a request head, and only then."""
-        owed = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
-        if not owed:
+        if self._head_owed() and not self.transport.is_closing():
+            self._start_head_timer()
+        else:
             self._stop_head_timer()
-        elif self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_late)
-
-    def _head_late(self) -> None:
-        self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None

@@ -12,17 +12,17 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .head_deadline import HeadDeadline
+
 __all__ = ["HttpToolsWithHeadLimits"]
 
 
-class HttpToolsWithHeadLimits(HttpToolsProtocol):
+class HttpToolsWithHeadLimits(HeadDeadline, HttpToolsProtocol):
     """A request head over `max_head_bytes` gets 400 and the connection closed; one not
     complete within `head_timeout` of the connection opening or of the previous answer
     has its connection closed."""
 
-    head_timeout: float = 10.0
     max_head_bytes: int = 64 * 1024
-    _head_timer: asyncio.TimerHandle | None = None
     # True while the client owes a request head: from the connection's start, and from
     # the end of each request's body, until the parser has read the next head whole.
     _in_head = True
@@ -64,16 +64,5 @@ class HttpToolsWithHeadLimits(HttpToolsProtocol):
         if self._in_head and not self.transport.is_closing():
             self._start_head_timer()
 
-    def _start_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_late)
-
-    def _head_late(self) -> None:
-        self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
-            self.transport.close()
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _head_owed(self) -> bool:
+        return self._in_head
