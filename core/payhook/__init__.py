@@ -13,6 +13,7 @@ from .context import GiveUp, HandlerContext, RetryLater, Skip
 from .currency import UnknownCurrency, from_minor_units, quantize, to_minor_units
 from .events import Event
 from .hookspecs import hookimpl, hookspec
+from .logs import guard_library_loggers
 from .models import RunStatus, UTCDateTime, utcnow
 from .operator import create_operator_app
 from .plugins import PluginHost
@@ -62,3 +63,6 @@ for _name in __all__:
         with contextlib.suppress(AttributeError, TypeError):  # say, a typing alias
             _value.__module__ = "payhook"
 del _name, _value, contextlib
+
+# Before any plugin or host makes an HTTP call: the libraries' lines never carry a secret URL.
+guard_library_loggers()

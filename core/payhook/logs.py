@@ -3,6 +3,12 @@
 payhook's own lines about a delivery or a handler run carry their facts as `Fields`: the text
 format shows them as `key=value` pairs after the message, the JSON format as keys of the
 line's object. Neither ever includes a header, a signing secret or the operator token.
+
+The HTTP and Stripe libraries payhook and its plugins call log too, and their lines can carry
+secrets: httpx logs every request's URL at INFO (a Slack webhook URL is a secret), the Stripe
+SDK logs every API call at INFO and its details at DEBUG. `guard_library_loggers` (installed
+when payhook is imported) moves their routine lines to DEBUG and cuts URLs to their host and
+key-shaped values out, wherever the host process sends its logs.
 """
 
 from __future__ import annotations
@@ -17,13 +23,42 @@ from typing import Any
 
 from .config import LoggingConfig
 
-__all__ = ["TEXT_FORMAT", "Fields", "JsonFormatter", "configure", "route_server_loggers"]
+__all__ = [
+    "TEXT_FORMAT",
+    "Fields",
+    "JsonFormatter",
+    "LibraryLineGuard",
+    "configure",
+    "guard_library_loggers",
+    "redact",
+    "route_server_loggers",
+]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes a LoggerAdapter (a plugin's ctx.logger) may put on a record, kept by JSON lines.
 CONTEXT_ATTRIBUTES = ("tenant", "event", "run")
 # uvicorn's loggers, which it configures with its own plain-text handlers.
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# The loggers that outbound HTTP and the Stripe SDK write to. A logger's filters see only the
+# lines logged on that very logger, not its children's, so each is named.
+LIBRARY_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.util.retry",
+    "stripe",
+)
+# A URL: its scheme and host are kept, everything after (a path or query may be a secret).
+URL = re.compile(r"(?P<origin>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s\"'<>]+)[^\s\"'<>]*")
+# Stripe's API keys, webhook signing secrets and client secrets, wherever they appear.
+SECRET_VALUE = re.compile(
+    r"\b(?:(?:sk|rk|pk)_(?:live|test)|whsec|ek_(?:live|test))_[A-Za-z0-9]+"
+    r"|\b(?:pi|seti|cs)_[A-Za-z0-9]+_secret_[A-Za-z0-9]+"
+)
 
 
 class Fields:
@@ -77,6 +112,8 @@ class JsonFormatter(logging.Formatter):
                 line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already rendered (and redacted) by LibraryLineGuard
+            line["exception"] = record.exc_text
         return json.dumps(line, default=str)
 
 
@@ -89,6 +126,44 @@ def configure(config: LoggingConfig, level: str | None = None) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel((level or config.level).upper())
+
+
+def redact(text: str) -> str:
+    """`text` with URLs cut to their origin and key-shaped values replaced."""
+    text = URL.sub(
+        lambda match: f"{match['origin']}/…" if len(match[0]) > len(match["origin"]) else match[0], text
+    )
+    return SECRET_VALUE.sub("[redacted]", text)
+
+
+class LibraryLineGuard(logging.Filter):
+    """On a library's logger: routine lines (below WARNING) count as DEBUG, and every line is
+    redacted before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            # One line per HTTP call is chatter at payhook's INFO; it shows under --log-level debug.
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                return False
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            # An exception's text may hold the URL too (httpx puts it in status errors).
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+LIBRARY_GUARD = LibraryLineGuard()
+
+
+def guard_library_loggers() -> None:
+    """Put the guard on every library logger that can carry a secret (idempotent)."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if LIBRARY_GUARD not in logger.filters:
+            logger.addFilter(LIBRARY_GUARD)
 
 
 def route_server_loggers() -> None:
