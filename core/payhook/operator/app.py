@@ -74,7 +74,8 @@ def create_operator_app(
         routes=[
             Route("/", pages.overview, methods=["GET"], name="overview"),
             Route("/events", pages.events_page, methods=["GET"], name="events"),
-            Route("/events/{tenant}/{event_id}", pages.event_page, methods=["GET"], name="event"),
+            # `path`: an event id may hold a `/` (links encode it; a server decodes it).
+            Route("/events/{tenant}/{event_id:path}", pages.event_page, methods=["GET"], name="event"),
             Route("/replay", pages.replay_run, methods=["POST"], name="replay"),
             Route("/login", pages.login, methods=["GET", "POST"], name="login"),
             Route("/logout", pages.logout, methods=["POST"], name="logout"),
@@ -94,11 +95,18 @@ def _templates() -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["tojson_pretty"] = _pretty_json
+    env.globals["event_url"] = _event_url
     return Jinja2Templates(env=env)
 
 
 def _pretty_json(text: str) -> str:
     return json.dumps(json.loads(text), indent=2)
+
+
+@jinja2.pass_context
+def _event_url(context: jinja2.runtime.Context, tenant: str, event_id: str) -> str:
+    """`event_url(tenant, id)` in a template: the link to that event's page."""
+    return pages.event_path(context["request"], tenant, event_id)
 
 
 class _Hardened:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlencode
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +38,7 @@ from .chart import hourly_chart
 __all__ = [
     "OperatorState",
     "event_page",
+    "event_path",
     "events_page",
     "login",
     "logout",
@@ -127,6 +128,20 @@ def local_path(request: Request, candidate: str | None, fallback: str) -> str:
     return root
 
 
+def event_path(request: Request, tenant: str, event_id: str) -> str:
+    """The path of an event's page, for a link: the id percent-encoded whole.
+
+    An id is whatever string the signed body or Stripe's API held: a `/`, `?`, `#` or `%` in
+    it must stay part of the id, so nothing is left unencoded. Browsers resolve a `.` or
+    `..` path segment away, encoded or not, so those two ids go in the query instead.
+    """
+    where = quote(tenant, safe="")
+    if event_id in (".", ".."):
+        page = request.url_for("event", tenant=where, event_id="").path
+        return f"{page}?{urlencode({'id': event_id})}"
+    return request.url_for("event", tenant=where, event_id=quote(event_id, safe="")).path
+
+
 # -- pages -----------------------------------------------------------------------------
 
 
@@ -185,7 +200,8 @@ async def events_page(request: Request, visitor: Visitor) -> Response:
 async def event_page(request: Request, visitor: Visitor) -> Response:
     state = _state(request)
     tenant = request.path_params["tenant"]
-    event_id = request.path_params["event_id"]
+    # The path holds the id (a `/` in it included); only "." and ".." come in the query.
+    event_id = request.path_params["event_id"] or request.query_params.get("id", "")
     found = await run_in_threadpool(find_events, state.store, event_id, tenant)
     if not found:
         return render(
