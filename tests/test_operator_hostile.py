@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -19,11 +20,17 @@ import pytest
 from markupsafe import escape
 from payhook import create_operator_app
 from payhook.config import OperatorConfig
+from payhook.operator.auth import SESSION_COOKIE
+from payhook.operator.throttle import LoginThrottle, client_key
 from payhook.samples import load_event
 from payhook.testing import PayhookHarness, store_backends, wait_until
 
 from .helpers import RecordingPlugin, create_effect_table
 from .processes import free_port
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 TOKEN = "operator-token-for-hostile-tests-0123"
 BEARER = {"authorization": f"Bearer {TOKEN}", "accept": "text/html"}
@@ -121,3 +128,68 @@ def test_events_with_hostile_ids_are_listed_linked_and_opened(
             back = re.search(r'name="back" value="([^"]*)"', page.text)
             assert back is not None and html.unescape(back.group(1)) == href
         assert "<b>" not in events.text and "&lt;b&gt;" in events.text
+
+
+# -- the login form ---------------------------------------------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def harness(make_payhook: Any) -> PayhookHarness:
+    harness: PayhookHarness = make_payhook({}, tenants={"ops": {}})
+    return harness
+
+
+def operator_client(app: Any, address: str = "203.0.113.7") -> TestClient:
+    # https: the session cookie is Secure, so the client only sends it back over TLS.
+    return TestClient(app, base_url="https://testserver", follow_redirects=False, client=(address, 50000))
+
+
+def test_wrong_tokens_are_limited_per_client(harness: PayhookHarness) -> None:
+    app = create_operator_app(operator_config(harness), store=harness.store)
+    clock = Clock()
+    app.state.operator.login_throttle = LoginThrottle(clock=clock)
+    with operator_client(app) as guesser, operator_client(app, "198.51.100.2") as colleague:
+        answers = [guesser.post("/login", data={"token": f"guess-{n}"}).status_code for n in range(300)]
+        assert answers == [401] * 10 + [429] * 290
+        refused = guesser.post("/login", data={"token": TOKEN}, headers={"accept": "text/html"})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+        assert "try again in 60 seconds" in refused.text
+        assert SESSION_COOKIE not in refused.headers.get("set-cookie", "")
+        assert colleague.post("/login", data={"token": TOKEN}).status_code == 303  # others are not locked out
+
+        clock.now += 30
+        assert guesser.post("/login", data={"token": "again"}).headers["retry-after"] == "30"
+        clock.now += 30  # the first ten wrong tokens are a minute old
+        assert guesser.post("/login", data={"token": TOKEN}).status_code == 303
+        assert guesser.get("/", headers={"accept": "text/html"}).status_code == 200
+
+
+def test_the_table_of_clients_stays_bounded() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock, max_clients=100)
+    for n in range(10_000):
+        throttle.failed(client_key(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}"))
+        clock.now += 0.001
+    assert len(throttle) == 100
+    blocked = client_key("192.0.2.1")
+    for _ in range(10):
+        throttle.failed(blocked)
+    assert throttle.retry_after(blocked) == 60 and len(throttle) == 100
+    clock.now += 60
+    assert throttle.retry_after(blocked) is None and len(throttle) == 99  # forgotten once it may try
+
+
+def test_an_ipv6_network_counts_as_one_client() -> None:
+    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert client_key(None) == "unknown"

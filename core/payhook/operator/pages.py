@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -34,6 +34,7 @@ from ..reports import (
 from ..store import Store
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor
 from .chart import hourly_chart
+from .throttle import LoginThrottle, client_key
 
 __all__ = [
     "OperatorState",
@@ -63,6 +64,8 @@ class OperatorState:
     registry: CollectorRegistry
     # Called after a replay, to wake an in-process worker at once (None: it polls).
     wake_worker: Callable[[], None] | None = None
+    # Wrong tokens per client at the login form.
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 Page = Callable[[Request], Awaitable[Response]]
@@ -248,10 +251,18 @@ async def login(request: Request) -> Response:
         if state.auth.identify(request) is not None:
             return RedirectResponse(request.url_for("overview").path, status_code=303)
         return render(request, "login.html", message=None)
+    client = client_key(request.client.host if request.client else None)
+    wait = state.login_throttle.retry_after(client)
+    if wait is not None:
+        # Before the form is read: a throttled client learns nothing, the right token neither.
+        log.warning("operator login refused: too many wrong tokens from %s", client)
+        return too_many_tries(request, wait)
     form = await read_form(request)
     if not state.auth.token_matches(form.get("token", "")):
-        log.warning("operator login refused: wrong token")
+        state.login_throttle.failed(client)
+        log.warning("operator login refused: wrong token from %s", client)
         return render(request, "login.html", status_code=401, message="That is not the operator token.")
+    state.login_throttle.succeeded(client)
     response = RedirectResponse(request.url_for("overview").path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -262,6 +273,16 @@ async def login(request: Request) -> Response:
         httponly=True,
         samesite="strict",
     )
+    return response
+
+
+def too_many_tries(request: Request, wait: int) -> Response:
+    headers = {"Retry-After": str(wait)}
+    message = f"Too many wrong tokens from your address: try again in {wait} seconds."
+    if "text/html" not in request.headers.get("accept", ""):
+        return PlainTextResponse(f"429: {message}\n", status_code=429, headers=headers)
+    response = render(request, "login.html", status_code=429, message=message)
+    response.headers.update(headers)
     return response
 
 
