@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from . import logs, migrations
 from .commands import config_group, events, failures, plugins_group, reconcile_command
-from .commands.common import progress_bar
+from .commands.common import FiniteFloat, days_option, echo_lines, progress_bar, since_option, until_option
 from .config import Config, ConfigError, load_config
 from .scaffold import plugin
 from .serving import DEFAULT_HTTP, HTTP_PARSERS
@@ -87,7 +87,9 @@ def main() -> None:
 @main.command()
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
 @click.option("--log-level", default="info", show_default=True, help=LOG_LEVEL_HELP)
 @click.option(
     "--worker/--no-worker",
@@ -107,7 +109,7 @@ def main() -> None:
     "--head-timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     help="Seconds a client has to send a request line and headers, counted from connecting "
     "or from the previous answer; then the connection is closed.",
 )
@@ -174,7 +176,13 @@ def serve(
 @main.command()
 @config_option
 @click.option("--log-level", default="info", show_default=True, help=LOG_LEVEL_HELP)
-@click.option("--grace", default=30.0, show_default=True, help="Seconds to let runs finish after SIGTERM.")
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=FiniteFloat(min=0),
+    help="Seconds to let runs finish after SIGTERM.",
+)
 @click.option(
     "--processes",
     type=click.IntRange(min=1),
@@ -312,13 +320,6 @@ def trigger(config_path: str, tenant: str, url: str | None, as_json: bool, sampl
         sys.exit(1)
 
 
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 @main.group()
 def runs() -> None:
     """Handler runs: replay failed (or all) runs."""
@@ -330,8 +331,8 @@ def runs() -> None:
 @click.option("--tenant", help="Only this tenant's runs.")
 @click.option("--type", "event_type", help="Stripe event type, e.g. charge.refunded.")
 @click.option("--plugin", help="Only this plugin's runs.")
-@click.option("--since", help="Received at or after (ISO 8601; UTC unless an offset is given).")
-@click.option("--until", help="Received before (ISO 8601).")
+@since_option("Received at or after WHEN: ISO 8601 (UTC unless an offset is given) or relative (3d, 12h).")
+@until_option("Received before WHEN: ISO 8601 or relative, as --since.")
 @click.option(
     "--include-succeeded",
     is_flag=True,
@@ -346,8 +347,8 @@ def replay(
     tenant: str | None,
     event_type: str | None,
     plugin: str | None,
-    since: str | None,
-    until: str | None,
+    since: datetime | None,
+    until: datetime | None,
     include_succeeded: bool,
     requested_by: str | None,
     dry_run: bool,
@@ -367,8 +368,8 @@ def replay(
         tenant=tenant,
         event_type=event_type,
         plugin=plugin,
-        received_after=_when(since),
-        received_before=_when(until),
+        received_after=since,
+        received_before=until,
     )
     store = Store(config.database)
     try:
@@ -415,19 +416,21 @@ def _show_plan(plan: Any, as_json: bool) -> None:
             )
         )
         return
+    lines = []
     for run in plan.rearm:
         where = f"{run.tenant} {run.stripe_event_id} {run.plugin} {run.handler}"
-        click.echo(f"would re-arm run {run.run_id} ({run.status}): {where}")
+        lines.append(f"would re-arm run {run.run_id} ({run.status}): {where}")
     for run in plan.create:
-        click.echo(f"would create a run: {run.tenant} {run.stripe_event_id} {run.plugin} {run.handler}")
-    click.echo(f"dry run: would re-arm {len(plan.rearm)} runs and create {len(plan.create)}; nothing changed")
+        lines.append(f"would create a run: {run.tenant} {run.stripe_event_id} {run.plugin} {run.handler}")
+    lines.append(
+        f"dry run: would re-arm {len(plan.rearm)} runs and create {len(plan.create)}; nothing changed"
+    )
+    echo_lines(lines)
 
 
 @event.command()
 @config_option
-@click.option(
-    "--older-than-days", type=float, required=True, help="Prune events received more than N days ago."
-)
+@days_option("--older-than-days", "Prune events received more than N days ago.", required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def prune(config_path: str, older_than_days: float, as_json: bool) -> None:
     """Drop payloads and finished runs of old events; their ids still dedupe redeliveries."""

@@ -10,12 +10,16 @@ import click
 from ..reports import EVENT_STATUSES, EventDetail, EventFilter, find_events, list_events
 from .common import (
     EXIT_PROBLEM,
+    LIMIT_MAX,
     config_option,
     echo_json,
+    echo_lines,
     fail,
     json_option,
+    limit_option,
     load,
     open_store,
+    printable,
     since_option,
     table,
     when,
@@ -41,13 +45,7 @@ def events() -> None:
 @since_option(
     "Only events received at or after WHEN: ISO 8601 (2027-05-01T12:00) or relative (3d, 12h, 30m)."
 )
-@click.option(
-    "--limit",
-    default=50,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Show at most this many events.",
-)
+@limit_option(50, f"Show at most this many events (1 to {LIMIT_MAX}).")
 @json_option
 def list_events_command(
     config_path: str,
@@ -92,16 +90,17 @@ def show_event(config_path: str, tenant: str | None, as_json: bool, event_id: st
     if len(found) > 1:
         tenants = ", ".join(detail.summary.tenant for detail in found)
         raise click.UsageError(
-            f"event {event_id} was received by several tenants ({tenants}); pick one with --tenant"
+            f"event {printable(event_id)} was received by several tenants ({tenants}); pick one with --tenant"
         )
     [detail] = found
     if as_json:
         echo_json(detail.as_json())
     else:
-        click.echo(render_event(detail))
+        echo_lines(render_event(detail))
 
 
-def render_event(detail: EventDetail) -> str:
+def render_event(detail: EventDetail) -> list[str]:
+    """The lines of `events show`, unescaped: print them with `echo_lines`."""
     event = detail.summary
     facts = [
         ("event", event.stripe_event_id),
@@ -141,11 +140,12 @@ def render_event(detail: EventDetail) -> str:
                 f"    attempt {failure.attempt} failed at {when(failure.failed_at)} UTC: "
                 f"{failure.error_type}: {failure.message}"
             )
-            lines.extend(f"      {line}" for line in failure.traceback.rstrip().splitlines())
+            # Split on "\n" only, so other control characters stay in a line and are escaped.
+            lines.extend(f"      {line}" for line in failure.traceback.rstrip().split("\n"))
     lines.append("")
     if detail.payload:
         lines.append("payload")
-        lines.append(json.dumps(json.loads(detail.payload), indent=2))
+        lines.extend(json.dumps(json.loads(detail.payload), indent=2).split("\n"))
     else:
         lines.append(f"payload: pruned at {when(detail.pruned_at)} UTC")
-    return "\n".join(lines)
+    return lines
