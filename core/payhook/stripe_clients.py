@@ -2,6 +2,8 @@
 
 Each client carries its tenant's key (and Connect account) and the `[stripe]` settings, on
 an httpx transport: the one transport tests can mock (respx) for sync and async calls alike.
+Each request ends within `[stripe] timeout` in total, however slowly the answer comes
+(see stripe_http.py).
 The SDK is imported on first use, so a runtime whose handlers never call Stripe pays nothing.
 """
 
@@ -76,7 +78,9 @@ class StripeClients:
     def _build(self, tenant: TenantConfig, api_key: str) -> stripe.StripeClient:
         import stripe
 
-        transport = stripe.HTTPXClient(timeout=self.settings.timeout, allow_sync_methods=True)
+        from .stripe_http import DeadlineHTTPXClient
+
+        transport = DeadlineHTTPXClient(self.settings.timeout)
         self._transports.append(transport)
         return stripe.StripeClient(
             api_key,
