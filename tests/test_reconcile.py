@@ -112,8 +112,28 @@ def test_missed_events_are_stored_as_listed_with_their_runs_and_a_second_run_add
     reports = run(harness)
 
     assert [r.as_json() for r in reports] == [
-        {"tenant": "pycon", "listed": 5, "new": 3, "known": 2, "failed": 0, "pages": 3, "error": None},
-        {"tenant": "djangocon", "listed": 1, "new": 1, "known": 0, "failed": 0, "pages": 1, "error": None},
+        {
+            "tenant": "pycon",
+            "listed": 5,
+            "new": 3,
+            "known": 2,
+            "failed": 0,
+            "refused": 0,
+            "pages": 3,
+            "error": None,
+            "problems": [],
+        },
+        {
+            "tenant": "djangocon",
+            "listed": 1,
+            "new": 1,
+            "known": 0,
+            "failed": 0,
+            "refused": 0,
+            "pages": 1,
+            "error": None,
+            "problems": [],
+        },
     ]
     first = fake.requests[0].url.params
     assert first["limit"] == "100" and "starting_after" not in first
@@ -234,7 +254,16 @@ def test_the_command_prints_one_object_per_tenant_and_exits_1_when_one_failed(
 
     result = payhook("reconcile", "--config", str(config), "--tenant", "pycon", env=env)
     assert result.exit_code == 0, result.output
-    assert result.stdout.split("\n")[1].split() == ["pycon", "3", "0", "3", "0", "2"]
+    assert result.stdout.lower().split("\n")[0].split() == [
+        "tenant",
+        "listed",
+        "new",
+        "known",
+        "failed",
+        "refused",
+        "pages",
+    ]
+    assert result.stdout.split("\n")[1].split() == ["pycon", "3", "0", "3", "0", "0", "2"]
 
     # djangocon's key is not in the environment: that tenant fails, naming the key.
     result = payhook("reconcile", "--config", str(config), "--json", env={"PYCON_KEY": KEYS["pycon"]})

@@ -5,6 +5,11 @@ was disabled. Stripe's List Events API still has the events (for 30 days), so ea
 are listed with its own key, and every one not stored yet is stored exactly as a delivery
 would be: through the ingest write, with its handler runs, marked `source = "reconcile"`.
 Events already stored are left alone (their runs are not re-armed, as a redelivery would).
+
+The API is not trusted to be well behaved: a page that makes no progress ends the tenant's
+listing, each call ends within `[stripe] timeout` (stripe_http.py), an event over
+`[ingest] max_body_bytes` is refused as a delivery would be, and one of another Connect
+account than the tenant's gets no runs, as one of the wrong livemode does.
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from .config import Config, TenantConfig
-from .envelope import BadEvent, parse_event, to_delivery
+from .config import Config, IngestConfig, TenantConfig
+from .envelope import MAX_ID_LENGTH, BadEvent, parse_event, to_delivery
 from .eventlog import Delivery, EventLog
 from .guards import check as check_guards
 from .plugins import PluginHost
@@ -36,6 +41,8 @@ PAGE_SIZE = 100  # the most the List Events API gives per page
 RATE_LIMIT_DELAY = 1.0
 MAX_RETRY_AFTER = 60.0
 RECONCILE_SOURCE = "reconcile"
+# The reasons a report keeps, per kind of problem; its counts still count every one.
+MAX_PROBLEMS = 10
 
 Progress = Callable[["TenantReconcile"], None]
 
@@ -50,12 +57,16 @@ class TenantReconcile:
     known: int = 0
     # Listed events that are not an event payhook can store (see envelope.parse_event).
     failed: int = 0
+    # Listed events not stored because they exceed `[ingest] max_body_bytes`.
+    refused: int = 0
     pages: int = 0
     error: str | None = None
+    # Why events failed or were refused, one line each (the first MAX_PROBLEMS of each).
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.failed == 0
+        return self.error is None and self.failed == 0 and self.refused == 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -64,9 +75,16 @@ class TenantReconcile:
             "new": self.new,
             "known": self.known,
             "failed": self.failed,
+            "refused": self.refused,
             "pages": self.pages,
             "error": self.error,
+            "problems": self.problems,
         }
+
+    def note(self, count: int, problem: str) -> None:
+        """Keep `problem`, the `count`th of its kind, unless MAX_PROBLEMS of them are kept."""
+        if count <= MAX_PROBLEMS:
+            self.problems.append(problem)
 
 
 def reconcile(
@@ -89,7 +107,16 @@ def reconcile(
     log = EventLog(store, runs_of(store))
     reports = []
     for slug in slugs:
-        report = reconcile_tenant(config.tenants[slug], store, log, host, clients, since=since, sleep=sleep)
+        report = reconcile_tenant(
+            config.tenants[slug],
+            store,
+            log,
+            host,
+            clients,
+            since=since,
+            sleep=sleep,
+            max_event_bytes=config.ingest.max_body_bytes,
+        )
         if progress is not None:
             progress(report)
         reports.append(report)
@@ -105,11 +132,14 @@ def reconcile_tenant(
     *,
     since: datetime,
     sleep: Callable[[float], None] | None = None,
+    max_event_bytes: int = IngestConfig.max_body_bytes,
 ) -> TenantReconcile:
     """List the tenant's events created at or after `since`, page by page, storing new ones.
 
     Each page is stored before the next is asked for, so a failure half way keeps what was
-    done and says which page it stopped at; running again picks up the rest.
+    done and says which page it stopped at; running again picks up the rest. A page that
+    says there is more but ends on an event an earlier page already ended on would be asked
+    for again and again: the listing stops there, as a failure.
     """
     import stripe
 
@@ -120,6 +150,8 @@ def reconcile_tenant(
         report.error = str(exc)
         return report
     params: dict[str, Any] = {"created": {"gte": int(since.timestamp())}, "limit": PAGE_SIZE}
+    # The last event of each page so far, and which page it ended: the cursors asked with.
+    cursors: dict[str, int] = {}
     while True:
         page = report.pages + 1
         try:
@@ -131,18 +163,25 @@ def reconcile_tenant(
         except ValueError as exc:
             report.error = f"page {page}: the API's answer is not a list of events ({exc})"
             return report
+        last = _event_id(items[-1]) if items else None
+        if has_more and last in cursors:
+            report.error = (
+                f"page {page}: no progress: it ends on {last}, as page {cursors[last]} did, and "
+                "says there is more; stopped rather than ask for the same page again"
+            )
+            return report
         report.pages = page
         try:
-            _store_page(report, tenant, items, store, log, host)
+            _store_page(report, tenant, items, store, log, host, max_event_bytes)
         except StoreUnavailable as exc:
             report.error = f"page {page}: could not store its events ({exc})"
             return report
         if not has_more or not items:
             return report
-        last = _event_id(items[-1])
         if last is None:
             report.error = f"page {page}: its last event has no id to continue from"
             return report
+        cursors[last] = page
         params["starting_after"] = last
 
 
@@ -180,19 +219,34 @@ def _store_page(
     store: Store,
     log: EventLog,
     host: PluginHost,
+    max_event_bytes: int,
 ) -> None:
     report.listed += len(items)
     deliveries = []
-    for text in items:
+    for index, text in enumerate(items):
+        where = f"page {report.pages}, event {index + 1}"
+        body = text.encode("utf-8")
+        if len(body) > max_event_bytes:
+            # The bound a delivery of it would get (413): the store takes no bigger event.
+            report.refused += 1
+            event_id = _event_id(text)
+            name = event_id if event_id is not None and len(event_id) <= MAX_ID_LENGTH else where
+            report.note(
+                report.refused,
+                f"{name}: {len(body)} bytes, over [ingest] max_body_bytes ({max_event_bytes}); not stored",
+            )
+            continue
         try:
-            event, payload = parse_event(text.encode("utf-8"))
-        except BadEvent:
+            event, payload = parse_event(body)
+        except BadEvent as exc:
             report.failed += 1
+            report.note(report.failed, f"{where}: {exc.detail}")
             continue
         handlers = host.handlers_for(event["type"], tenant)
         # secret_index 0: no signature was checked; the API answered over TLS with the key.
         delivery = to_delivery(tenant.slug, event, payload, 0, handlers)
-        deliveries.append(check_guards(tenant, replace(delivery, source=RECONCILE_SOURCE)))
+        delivery = check_guards(tenant, replace(delivery, source=RECONCILE_SOURCE))
+        deliveries.append(_check_account(tenant, delivery))
     known = _stored_ids(store, tenant.slug, [d.stripe_event_id for d in deliveries])
     fresh: dict[str, Delivery] = {}
     for delivery in deliveries:
@@ -208,6 +262,21 @@ def _store_page(
             report.known += 1
         else:
             report.new += 1
+
+
+def _check_account(tenant: TenantConfig, delivery: Delivery) -> Delivery:
+    """As guards.check does for livemode: an event of another Connect account than the
+    tenant's `stripe_account` (or of any account, when the tenant has none) is stored, so
+    an operator can see it, but gets no runs, with the reason kept. An event that names no
+    account is taken as the tenant's own: it was listed with the tenant's key and account.
+    """
+    if delivery.account is None or delivery.account == tenant.stripe_account:
+        return delivery
+    wanted = repr(tenant.stripe_account) if tenant.stripe_account else "not set"
+    reason = f"an event of account {delivery.account}; tenants.{tenant.slug}.stripe_account is {wanted}"
+    if delivery.ignored_reason is not None:
+        reason = f"{delivery.ignored_reason}; {reason}"
+    return replace(delivery, handlers=(), ignored_reason=reason)
 
 
 def _stored_ids(store: Store, tenant: str, event_ids: list[str]) -> set[str]:

@@ -13,6 +13,7 @@ from .common import (
     EXIT_USAGE,
     config_option,
     echo_json,
+    echo_lines,
     fail,
     json_option,
     load,
@@ -38,8 +39,9 @@ DEFAULT_SINCE = "3d"
 def reconcile_command(config_path: str, tenant: str | None, since: datetime | None, as_json: bool) -> None:
     """Store the events Stripe created that payhook never received, with their runs.
 
-    Exits 1 when a tenant failed (an API error left after the SDK's retries, no API key,
-    an event payhook cannot store); what was stored before the failure stays stored.
+    Exits 1 when a tenant failed (an API error left after the SDK's retries, a call over
+    [stripe] timeout, a page that makes no progress, no API key, an event payhook cannot
+    store or that exceeds [ingest] max_body_bytes); what was stored before stays stored.
     """
     from ..plugins import PluginHost
     from ..stripe_clients import StripeClients
@@ -77,8 +79,10 @@ def _show(reports: list[TenantReconcile], as_json: bool) -> None:
     if as_json:
         echo_json([report.as_json() for report in reports])
         return
-    rows = [[r.tenant, r.listed, r.new, r.known, r.failed, r.pages] for r in reports]
-    click.echo(table(["tenant", "listed", "new", "known", "failed", "pages"], rows))
+    rows = [[r.tenant, r.listed, r.new, r.known, r.failed, r.refused, r.pages] for r in reports]
+    click.echo(table(["tenant", "listed", "new", "known", "failed", "refused", "pages"], rows))
+    # Problems quote what the API sent (event ids): printed escaped, one line each.
     for report in reports:
-        if report.error is not None:
-            click.echo(f"error: {report.tenant}: {report.error}", err=True)
+        problems = [*report.problems, *([report.error] if report.error is not None else [])]
+        if problems:
+            echo_lines([f"error: {report.tenant}: {problem}" for problem in problems], err=True)
