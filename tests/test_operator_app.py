@@ -156,22 +156,25 @@ def test_a_replay_never_redirects_to_another_site(scene: Scene) -> None:
 
 
 def test_sessions_end_with_logout_expiry_or_a_new_token(scene: Scene) -> None:
-    with scene.client() as client:
+    app = create_operator_app(scene.config, payhook=scene.harness.app.payhook)
+    with scene.client(app) as client:
         csrf = log_in(client)
         assert client.post("/logout", data={"csrf": "forged"}).status_code == 403
         out = client.post("/logout", data={"csrf": csrf})
         assert out.status_code == 303 and 'payhook_operator=""' in out.headers["set-cookie"]
         assert client.get("/", headers=HTML).status_code == 401
-    auth = Auth(TOKEN)
+    auth: Auth = app.state.operator.auth
     expired = auth.new_session(now=0)
-    with scene.client() as client:
+    with scene.client(app) as client:
         client.cookies.set(SESSION_COOKIE, expired)
         assert client.get("/", headers=HTML).status_code == 401
-        client.cookies.set(SESSION_COOKIE, Auth("another-token-0123456789").new_session())
+        client.cookies.set(SESSION_COOKIE, Auth("another-token-0123456789", auth.sessions).new_session())
         assert client.get("/", headers=HTML).status_code == 401
         valid = auth.new_session()
         client.cookies.set(SESSION_COOKIE, valid[:-1] + ("0" if valid[-1] != "0" else "1"))
         assert client.get("/", headers=HTML).status_code == 401
+        client.cookies.set(SESSION_COOKIE, valid)
+        assert client.get("/", headers=HTML).status_code == 200
 
 
 def test_pages_events_and_security_headers(scene: Scene) -> None:

@@ -17,13 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from markupsafe import escape
 from payhook import create_operator_app
 from payhook.config import OperatorConfig
+from payhook.migrations import upgrade
 from payhook.operator.auth import SESSION_COOKIE
+from payhook.operator.sessions import SESSION_TABLE
 from payhook.operator.throttle import LoginThrottle, client_key
 from payhook.samples import load_event
 from payhook.testing import PayhookHarness, store_backends, wait_until
+from sqlalchemy import create_engine, func, inspect, select
 
 from .helpers import RecordingPlugin, create_effect_table
 from .processes import free_port
@@ -193,3 +198,66 @@ def test_an_ipv6_network_counts_as_one_client() -> None:
     assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert client_key(None) == "unknown"
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def session_rows(harness: PayhookHarness) -> int:
+    with harness.store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(SESSION_TABLE)).scalar_one())
+
+
+@store_backends
+def test_a_cookie_kept_after_logout_is_refused_by_every_process(harness: PayhookHarness) -> None:
+    config = operator_config(harness)
+    # Two operator apps, each with its own engine on the same database: two processes.
+    first, second = create_operator_app(config), create_operator_app(config, store=harness.store)
+    with operator_client(first) as browser, operator_client(second) as elsewhere:
+        assert browser.post("/login", data={"token": TOKEN}).status_code == 303
+        cookie = browser.cookies[SESSION_COOKIE]
+        elsewhere.cookies.set(SESSION_COOKIE, cookie)
+        assert elsewhere.get("/", headers={"accept": "text/html"}).status_code == 200
+        page = browser.get("/", headers={"accept": "text/html"})
+        match = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert match is not None
+        assert browser.post("/logout", data={"csrf": match.group(1)}).status_code == 303
+        assert session_rows(harness) == 0
+
+        # Someone kept a copy of the cookie: it no longer opens anything, anywhere.
+        for client in (browser, elsewhere):
+            client.cookies.set(SESSION_COOKIE, cookie)
+            assert client.get("/", headers={"accept": "text/html"}).status_code == 401
+            assert client.get("/metrics").status_code == 401
+            assert client.post("/replay", data={"run": "1", "csrf": match.group(1)}).status_code == 401
+
+
+def test_expired_sessions_are_forgotten_at_the_next_login(harness: PayhookHarness) -> None:
+    app = create_operator_app(operator_config(harness), store=harness.store)
+    with operator_client(app) as client:
+        auth = app.state.operator.auth
+        for _ in range(3):
+            auth.new_session(now=0)  # expired since 1970
+        assert session_rows(harness) == 3
+        assert client.post("/login", data={"token": TOKEN}).status_code == 303
+        assert session_rows(harness) == 1
+        assert "csrf" in client.get("/", headers={"accept": "text/html"}).text
+
+
+@store_backends
+def test_the_migration_makes_the_session_table_the_code_uses(payhook_database_url: str) -> None:
+    engine = create_engine(payhook_database_url)
+    try:
+        upgrade(engine, include_plugins=False)
+        assert SESSION_TABLE.name in inspect(engine).get_table_names()
+
+        def the_sessions(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+            table = name if kind == "table" else getattr(getattr(obj, "table", None), "name", None)
+            return table == SESSION_TABLE.name
+
+        with engine.connect() as conn:
+            options = {"compare_type": True, "include_object": the_sessions}
+            diffs = compare_metadata(MigrationContext.configure(conn, opts=options), SESSION_TABLE.metadata)
+        assert diffs == []
+    finally:
+        engine.dispose()

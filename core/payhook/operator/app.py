@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Config, ConfigError
 from ..logs import Fields
 from ..metrics import exposition_registry
-from ..store import Store
+from ..store import Store, StoreUnavailable
 from . import pages
 from .auth import Auth
+from .sessions import SessionStore
 
 if TYPE_CHECKING:
     from ..runtime import Payhook
@@ -56,7 +57,7 @@ def create_operator_app(
     state = pages.OperatorState(
         config=config,
         store=the_store,
-        auth=Auth(operator.token),
+        auth=Auth(operator.token, SessionStore(the_store)),
         templates=_templates(),
         registry=exposition_registry(the_store),
         wake_worker=wake_worker if payhook is not None else None,
@@ -82,6 +83,7 @@ def create_operator_app(
             Route("/metrics", pages.metrics, methods=["GET"], name="metrics"),
         ],
         lifespan=lifespan,
+        exception_handlers={StoreUnavailable: pages.store_unavailable},
     )
     app.state.operator = state
     app.add_middleware(_Hardened)

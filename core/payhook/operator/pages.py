@@ -31,7 +31,7 @@ from ..reports import (
     problem_runs,
     tenant_health,
 )
-from ..store import Store
+from ..store import Store, StoreUnavailable
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor
 from .chart import hourly_chart
 from .throttle import LoginThrottle, client_key
@@ -46,6 +46,7 @@ __all__ = [
     "metrics",
     "overview",
     "replay_run",
+    "store_unavailable",
 ]
 
 log = logging.getLogger("payhook.operator")
@@ -93,12 +94,19 @@ def guarded(endpoint: Guarded) -> Page:
 
     @functools.wraps(endpoint)
     async def checked(request: Request) -> Response:
-        visitor = _state(request).auth.identify(request)
+        visitor = await _state(request).auth.identify(request)
         if visitor is None:
             return unauthorized(request)
         return await endpoint(request, visitor)
 
     return checked
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """503 for any page or action the database did not answer (a session check included)."""
+    reason = exc.reason if isinstance(exc, StoreUnavailable) else "unavailable"
+    log.warning("operator %s %s: the store is unavailable (%s)", request.method, request.url.path, reason)
+    return PlainTextResponse("503: the database is unavailable; try again shortly\n", status_code=503)
 
 
 def unauthorized(request: Request, message: str | None = None) -> Response:
@@ -248,7 +256,7 @@ async def login(request: Request) -> Response:
     """GET: the form. POST: check the token, start a session, go to the overview."""
     state = _state(request)
     if request.method == "GET":
-        if state.auth.identify(request) is not None:
+        if await state.auth.identify(request) is not None:
             return RedirectResponse(request.url_for("overview").path, status_code=303)
         return render(request, "login.html", message=None)
     client = client_key(request.client.host if request.client else None)
@@ -266,7 +274,7 @@ async def login(request: Request) -> Response:
     response = RedirectResponse(request.url_for("overview").path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        state.auth.new_session(),
+        await run_in_threadpool(state.auth.new_session),
         max_age=SESSION_SECONDS,
         path=_cookie_path(request),
         secure=True,
@@ -288,9 +296,12 @@ def too_many_tries(request: Request, wait: int) -> Response:
 
 @guarded
 async def logout(request: Request, visitor: Visitor) -> Response:
+    auth = _state(request).auth
     form = await read_form(request)
-    if not _state(request).auth.csrf_ok(visitor, form.get("csrf")):
+    if not auth.csrf_ok(visitor, form.get("csrf")):
         return PlainTextResponse("403: the form is stale; reload the page and try again\n", status_code=403)
+    # On the server, not only in this browser: a copy of the cookie is refused from now on.
+    await run_in_threadpool(auth.end_session, visitor)
     response = RedirectResponse(request.url_for("login").path, status_code=303)
     response.delete_cookie(
         SESSION_COOKIE, path=_cookie_path(request), secure=True, httponly=True, samesite="strict"
