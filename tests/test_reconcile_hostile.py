@@ -253,3 +253,26 @@ def test_an_event_of_another_connect_account_is_stored_without_runs_like_a_livem
         event_id = json.loads(text)["id"]
         assert events[event_id].ignored_reason is None
         assert len(harness.runs(event_id)) == 1
+
+
+@pytest.mark.timeout(30)
+def test_handler_calls_through_the_same_clients_get_the_same_total_bound() -> None:
+    """`ctx.fetch_latest()` (StripeClients.retrieve) and the SDK's async methods end too."""
+    import asyncio
+
+    import stripe
+    from payhook.config import StripeConfig, TenantConfig
+
+    tenant = TenantConfig(slug="pycon", webhook_secrets=("whsec_pycon",), stripe_api_key=KEYS["pycon"])
+    with FakeStripe(lambda key, after: "{}") as fake:
+        fake.trickling.add(KEYS["pycon"])
+        clients = StripeClients(StripeConfig(api_base=fake.base, timeout=1, max_network_retries=0))
+        try:
+            with pytest.raises(stripe.APIConnectionError, match=r"no complete answer within 1 s"):
+                clients.retrieve(tenant, "/v1/payment_intents/pi_1")
+            client = clients.for_tenant(tenant)
+            with pytest.raises(stripe.APIConnectionError, match=r"no complete answer within 1 s"):
+                asyncio.run(client.v1.payment_intents.retrieve_async("pi_2"))
+        finally:
+            clients.close()
+    assert [after for key, after in fake.requests] == [None, None]
