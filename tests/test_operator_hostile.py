@@ -179,6 +179,21 @@ def test_wrong_tokens_are_limited_per_client(harness: PayhookHarness) -> None:
         assert guesser.get("/", headers={"accept": "text/html"}).status_code == 200
 
 
+def test_wrong_bearer_tokens_count_as_guesses_too(harness: PayhookHarness) -> None:
+    app = create_operator_app(operator_config(harness), store=harness.store)
+    app.state.operator.login_throttle = LoginThrottle(clock=Clock())
+    with operator_client(app) as colleague, operator_client(app) as guesser:  # one address
+        assert colleague.post("/login", data={"token": TOKEN}).status_code == 303
+        for n in range(5):
+            assert guesser.post("/login", data={"token": f"guess-{n}"}).status_code == 401
+            assert guesser.get("/metrics", headers={"authorization": f"Bearer guess-{n}"}).status_code == 401
+        for path in ("/metrics", "/events"):
+            throttled = guesser.get(path, headers={"authorization": f"Bearer {TOKEN}"})
+            assert throttled.status_code == 429 and throttled.headers["retry-after"] == "60"
+        # A session guesses nothing: it still opens the pages from that address.
+        assert colleague.get("/events", headers={"accept": "text/html"}).status_code == 200
+
+
 def test_the_table_of_clients_stays_bounded() -> None:
     clock = Clock()
     throttle = LoginThrottle(clock=clock, max_clients=100)

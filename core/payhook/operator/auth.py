@@ -25,7 +25,7 @@ from starlette.requests import Request
 from ..models import utcnow
 from .sessions import SessionStore
 
-__all__ = ["SESSION_COOKIE", "SESSION_SECONDS", "Auth", "Visitor"]
+__all__ = ["SESSION_COOKIE", "SESSION_SECONDS", "Auth", "Visitor", "bearer_token"]
 
 SESSION_COOKIE = "payhook_operator"
 SESSION_SECONDS = 12 * 3600
@@ -88,8 +88,8 @@ class Auth:
 
         Raises StoreUnavailable when a session cookie cannot be checked.
         """
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip() and self.token_matches(credentials.strip()):
+        offered = bearer_token(request)
+        if offered is not None and self.token_matches(offered):
             return Visitor("bearer")
         cookie = request.cookies.get(SESSION_COOKIE)
         nonce = self.session_nonce(cookie) if cookie else None
@@ -112,3 +112,11 @@ class Auth:
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer` header, right or wrong; None without one."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()

@@ -32,7 +32,7 @@ from ..reports import (
     tenant_health,
 )
 from ..store import Store, StoreUnavailable
-from .auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor
+from .auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor, bearer_token
 from .chart import hourly_chart
 from .throttle import LoginThrottle, client_key
 
@@ -65,7 +65,7 @@ class OperatorState:
     registry: CollectorRegistry
     # Called after a replay, to wake an in-process worker at once (None: it polls).
     wake_worker: Callable[[], None] | None = None
-    # Wrong tokens per client at the login form.
+    # Wrong tokens per client, at the login form or as bearer tokens.
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
@@ -90,13 +90,27 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 
 
 def guarded(endpoint: Guarded) -> Page:
-    """401 unless the request carries the token; for POSTs from a session, a CSRF token too."""
+    """401 unless the request carries the token; for POSTs from a session, a CSRF token too.
+
+    A wrong bearer token counts against the client as a wrong token at the login form does:
+    either way is a guess at the same token.
+    """
 
     @functools.wraps(endpoint)
     async def checked(request: Request) -> Response:
-        visitor = await _state(request).auth.identify(request)
+        state = _state(request)
+        guessing = bearer_token(request) is not None
+        client = client_key(request.client.host if request.client else None)
+        if guessing and (wait := state.login_throttle.retry_after(client)) is not None:
+            return too_many_tries(request, wait)
+        visitor = await state.auth.identify(request)
         if visitor is None:
+            if guessing:
+                state.login_throttle.failed(client)
+                log.warning("operator request refused: wrong bearer token from %s", client)
             return unauthorized(request)
+        if guessing and visitor.via == "bearer":
+            state.login_throttle.succeeded(client)
         return await endpoint(request, visitor)
 
     return checked

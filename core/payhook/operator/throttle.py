@@ -1,12 +1,17 @@
-"""How many wrong tokens one client may try at the login form: `LoginThrottle`.
+"""How many wrong tokens one client may try: `LoginThrottle`.
 
-A client that sent FAILURES_ALLOWED wrong tokens within WINDOW_SECONDS is answered 429 until
-the oldest of them is a window old, whatever it sends (the right token too: a throttled
-client learns nothing). The table remembers at most MAX_CLIENTS clients; past that, the
-client whose last wrong token is the oldest is forgotten first, so many addresses cost
-memory for a bounded table, not a growing one. Kept in the process: the operator app runs
-in one process (`serve --workers N` serves it from the first receiver only), and a restart
-forgetting a minute of failures gives a guesser ten more tries, nothing more.
+Wrong tokens typed into the login form and wrong bearer tokens count alike: both are guesses
+at the one operator token. A client that sent FAILURES_ALLOWED of them within WINDOW_SECONDS
+is answered 429 until the oldest is a window old, whatever token it sends (the right one
+too: a throttled client learns nothing); a session cookie, which guesses nothing, still
+works.
+
+The table remembers at most MAX_CLIENTS clients; past that, the client whose last wrong
+token is the oldest is forgotten first, so many addresses fill a bounded table rather than
+a growing one. It is kept in the process: `payhook serve` runs the operator app in one
+process (with `--workers N`, in the first receiver only), a restart forgetting a minute of
+failures gives a guesser ten more tries, and a host that mounts the app in N processes
+allows N times the limit.
 """
 
 from __future__ import annotations
