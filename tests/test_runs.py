@@ -9,13 +9,24 @@ from typing import Any
 
 import pytest
 from payhook.models import HandlerRun, RunStatus, utcnow
-from payhook.runs import TRANSITIONS, ClaimedRun, EventPayload, Failure, IllegalTransition, Runs
+from payhook.runs import (
+    CREATIONS,
+    TRANSITIONS,
+    ClaimedRun,
+    EventPayload,
+    Failure,
+    IllegalTransition,
+    Lease,
+    Runs,
+)
 from payhook.testing import PayhookHarness, store_backends
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from .helpers import RecordingPlugin, create_effect_table
 
 TOKEN = "the-claim-of-this-test"
+# An inline request's claim, made before its runs exist.
+LEASE = Lease("a-request inline", "the-claim-of-a-request", 60)
 
 
 def put_run_in(harness: PayhookHarness, status: RunStatus) -> HandlerRun:
@@ -61,6 +72,9 @@ def attempt(transition: str, runs: Runs, harness: PayhookHarness, run: HandlerRu
     failure = Failure("ValueError", "boom")
     actions: dict[str, Callable[[], Any]] = {
         "claim": lambda: bool(runs.claim("test-owner", 10, 60)),
+        "adopt": lambda: _with_cursor(
+            harness, lambda cursor: runs.adopt(cursor, run.event_id, utcnow(), LEASE)
+        ),
         "renew_lease": lambda: runs.renew_lease(claimed(run), 60),
         "succeed": lambda: runs.succeed_alone(claimed(run), 1.0),
         "skip": lambda: runs.skip(claimed(run), "nothing to do", 1.0),
@@ -74,7 +88,7 @@ def attempt(transition: str, runs: Runs, harness: PayhookHarness, run: HandlerRu
     before = _state(harness)
     result = actions[transition]()
     changed = _state(harness) != before
-    if transition in ("release", "abandon"):
+    if transition in ("release", "abandon", "adopt"):
         return changed  # these report nothing themselves
     assert bool(result) == changed, f"{transition} said {result!r} but the row changed={changed}"
     return changed
@@ -85,7 +99,7 @@ def _state(harness: PayhookHarness) -> tuple[Any, ...]:
     return (run.status, run.attempts, run.lease_token, run.lease_expires_at, run.last_error, run.replay_count)
 
 
-def _with_cursor(harness: PayhookHarness, action: Callable[[Any], int]) -> int:
+def _with_cursor(harness: PayhookHarness, action: Callable[[Any], int | None]) -> int | None:
     with harness.store.transaction() as conn:
         cursor = conn.connection.cursor()
         try:
@@ -156,3 +170,57 @@ def test_succeed_many_moves_only_running_runs_whose_claim_holds(make_payhook: An
     assert runs.succeed_many([(stale, 1.0)]) == set()
     assert harness.runs()[0].status == "running"
     assert runs.succeed_many([]) == set()
+
+
+@store_backends
+@pytest.mark.parametrize("creation", sorted(CREATIONS))
+def test_each_creation_starts_its_runs_in_its_state(
+    creation: str, make_payhook: Any, stripe_event: Any
+) -> None:
+    harness: PayhookHarness = make_payhook({"rec": RecordingPlugin("rec")})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    [stored] = harness.runs()
+    with harness.store.transaction() as conn:
+        conn.execute(delete(HandlerRun))
+    payhook = harness.app.payhook
+    handlers = payhook.plugins.handlers_for("payment_intent.succeeded", payhook.config.tenants["test"])
+    runs = payhook.runs
+    create: dict[str, Callable[[Any], int]] = {
+        "create": lambda cursor: runs.create(cursor, stored.event_id, handlers, utcnow()),
+        "create_owned": lambda cursor: runs.create_owned(cursor, stored.event_id, handlers, utcnow(), LEASE),
+    }
+    assert _with_cursor(harness, create[creation]) == 1
+    [run] = harness.runs()
+    assert run.status == CREATIONS[creation].value
+    if creation == "create":
+        assert (run.attempts, run.lease_token) == (0, None)
+        return
+    # Owned from creation: its first attempt, under the request's claim.
+    assert (run.attempts, run.lease_owner, run.lease_token) == (1, LEASE.owner, LEASE.token)
+    assert (
+        runs.claim("a-worker", 10, 60) == [] and runs.claim("a-worker", 10, 60, event_id=run.event_id) == []
+    )
+    [owned] = runs.owned(run.event_id, LEASE)
+    assert (owned.id, owned.attempts, owned.lease_token, owned.reclaimed) == (run.id, 1, LEASE.token, False)
+    assert runs.owned(run.event_id, Lease("someone else", "another-claim", 60)) == []
+
+
+@store_backends
+def test_an_owned_run_whose_lease_ran_out_is_the_workers(make_payhook: Any, stripe_event: Any) -> None:
+    """The request that held it died: a worker reclaims it as any lost lease."""
+    harness: PayhookHarness = make_payhook(
+        {"rec": RecordingPlugin("rec")}, tenants={"test": {"plugins": ["rec"]}}
+    )
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    [stored] = harness.runs()
+    with harness.store.transaction() as conn:
+        conn.execute(delete(HandlerRun))
+    payhook = harness.app.payhook
+    handlers = payhook.plugins.handlers_for("payment_intent.succeeded", payhook.config.tenants["test"])
+    short = Lease("a-request inline", "a-short-claim", -1)  # already expired
+    _with_cursor(
+        harness, lambda cursor: payhook.runs.create_owned(cursor, stored.event_id, handlers, utcnow(), short)
+    )
+    [reclaimed] = payhook.runs.claim("a-worker", 10, 60)
+    assert (reclaimed.reclaimed, reclaimed.attempts) == (True, 2)
+    assert payhook.runs.owned(stored.event_id, short) == []

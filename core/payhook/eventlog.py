@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from .compiled import Compiled, insert_keys
 from .models import utcnow
 from .postgres import Pipelined, Statements
-from .runs import EVENT, Runs
+from .runs import EVENT, Lease, Runs
 from .store import Store, StoreUnavailable
 from .types import Handler
 
@@ -57,6 +57,9 @@ class Delivery:
     # Set by guards.check: why the event gets no runs, and whether its API version is off.
     ignored_reason: str | None = None
     api_version_mismatch: bool = False
+    # Inline mode: the storing request's claim. Its runs are created, or on a redelivery
+    # adopted, `running` under it, so no worker takes them from the request (see runs.py).
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True)
@@ -166,9 +169,10 @@ class EventLog:
 
     def _append_in_order(self, deliveries: list[Delivery], deadline: float | None) -> list[IngestResult]:
         now = utcnow()
-        if self.batched and not any(delivery.handlers for delivery in deliveries):
+        if self.batched and not any(delivery.handlers or delivery.lease for delivery in deliveries):
             # No new event can need runs: the one INSERT is the whole transaction. (A
-            # redelivery's re-arm is one statement of its own, atomic by itself.)
+            # redelivery's re-arm is one statement of its own, atomic by itself; an inline
+            # redelivery's re-arm and adoption need a transaction.)
             with self.store.statements(deadline) as txn, self._conflicts():
                 return self._append_batch(txn, deliveries, now)
         if self.batched:
@@ -199,13 +203,19 @@ class EventLog:
         if row is None:
             # Someone stored it first (another request, another process, or this very batch).
             existing = self._find(cursor, _key(delivery))
-            return IngestResult("duplicate", existing, rearmed=self.runs.rearm(cursor, existing, now))
+            rearmed = self.runs.rearm(cursor, existing, now)
+            if delivery.lease is not None:
+                self.runs.adopt(cursor, existing, now, delivery.lease)
+            return IngestResult("duplicate", existing, rearmed=rearmed)
         event_id = int(row[0])
         if not delivery.handlers:
             return IngestResult("ignored", event_id)
-        return IngestResult(
-            "accepted", event_id, runs=self.runs.create(cursor, event_id, delivery.handlers, now)
-        )
+        return IngestResult("accepted", event_id, runs=self._create(cursor, event_id, delivery, now))
+
+    def _create(self, cursor: Any, event_id: int, delivery: Delivery, now: datetime) -> int:
+        if delivery.lease is None:
+            return self.runs.create(cursor, event_id, delivery.handlers, now)
+        return self.runs.create_owned(cursor, event_id, delivery.handlers, now, delivery.lease)
 
     # -- one statement per batch (PostgreSQL) --------------------------------------------
 
@@ -238,12 +248,16 @@ class EventLog:
                 # a round trip or two each is fine.
                 ids[key] = self._find(cursor, key)
                 rearmed[key] = self.runs.rearm(txn.waiting(), ids[key], now)
+                lease = first[key].lease
+                if lease is not None:
+                    self.runs.adopt(cursor, ids[key], now, lease)
         created: dict[Key, int] = {}
         for key, delivery in first.items():
             if key in new and delivery.handlers:
-                created[key] = self.runs.create(cursor, ids[key], delivery.handlers, now)
-        if created:
-            # Delivered at commit, so a worker that LISTENs wakes when the runs are there.
+                created[key] = self._create(cursor, ids[key], delivery, now)
+        if any(first[key].lease is None for key in created):
+            # Delivered at commit, so a worker that LISTENs wakes when the runs are there
+            # (runs an inline request holds are not there for it: no call for those alone).
             cursor.execute("SELECT pg_notify(%(channel)s, '')", {"channel": RUNS_CHANNEL})
         results = []
         answered: set[Key] = set()

@@ -146,6 +146,9 @@ async def _receive(request: Request, *, thin: bool) -> Response:
     handlers = payhook.plugins.handlers_for(event["type"], tenant)
     to_row = to_thin_delivery if thin else to_delivery
     delivery = check_guards(tenant, to_row(slug, event, payload, secret_index, handlers))
+    if payhook.config.mode_for(tenant) == "inline":
+        # Its runs are this request's from creation: no worker can take them (processing.md).
+        delivery = payhook.with_inline_lease(delivery)
     request.state.payhook_delivery = delivery  # for its log line (observe.DELIVERY_STATE)
     try:
         result = await payhook.store_delivery(delivery)
@@ -154,8 +157,13 @@ async def _receive(request: Request, *, thin: bool) -> Response:
         return error(503, "store_unavailable", "the event store is unavailable; retry later")
     if result.status == "accepted":
         payhook.event_stored(result, delivery, event, tenant)
-    if payhook.config.mode_for(tenant) == "inline" and result.status != "ignored":
-        failed = await payhook.process_inline(result.event_id)
+    if delivery.lease is not None and result.status != "ignored":
+        try:
+            failed = await payhook.process_inline(result.event_id, delivery.lease)
+        except StoreUnavailable as exc:
+            # Stored, its runs under this request's lease: when it runs out, the worker's.
+            log.error("could not run event %s for %s inline: %s", delivery.stripe_event_id, slug, exc)
+            return error(503, "store_unavailable", "the event store is unavailable; retry later")
         if failed:
             return error(
                 500,

@@ -8,6 +8,7 @@ import random
 import socket
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from .context import GiveUp, HandlerContext, RetryLater, Skip
 from .models import utcnow
 from .observe import observe_run, run_observed
 from .plugins import PluginHost
-from .runs import ClaimedRun, Failure, Runs
+from .runs import ClaimedRun, Failure, Lease, Runs
 from .sqlite import WriteConflict, is_lock_error
 from .store import Store
 from .stripe_clients import StripeClients
@@ -112,6 +113,15 @@ class Processor:
 
     def claim(self, limit: int, event_id: int | None = None) -> list[ClaimedRun]:
         return self.runs.claim(self.owner, limit, self.config.processing.lease_seconds, event_id=event_id)
+
+    def inline_lease(self) -> Lease:
+        """A fresh claim for one inline request: the runs it stores are created (or, on a
+        redelivery, adopted) under it, so no worker can take them (see runs.py)."""
+        return Lease(f"{self.owner} inline", uuid.uuid4().hex, self.config.processing.lease_seconds)
+
+    def owned(self, event_id: int, lease: Lease) -> list[ClaimedRun]:
+        """The event's runs `lease` holds, ready for `execute`."""
+        return self.runs.owned(event_id, lease)
 
     @observe_run
     def execute(self, run: ClaimedRun) -> RunOutcome:

@@ -10,18 +10,27 @@ between them::
        │  (never started)   │ pending │ ◀──── replay ── failed, dead, succeeded, skipped
        ▼                    └─────────┘
     pending/failed              │ claim (due; or running with an expired lease)
+                                │ adopt (an inline redelivery; from failed too)
                                 ▼
-                           ┌─────────┐ ── renew_lease / extend_lease ──▶ running
-                           │ running │ ── succeed ─────▶ succeeded
+  create_owned ──────────▶ ┌─────────┐ ── renew_lease / extend_lease ──▶ running
+  (ingest, inline tenant)  │ running │ ── succeed ─────▶ succeeded
                            └─────────┘ ── skip ────────▶ skipped
                                 │      ── fail ────────▶ failed (retry due later) or dead
                                 │      ── abandon ─────▶ failed (due now; worker stopped)
                                 └───── note_lost_attempt (reclaimed) ──▶ running or dead
 
 Every transition out of `running` names the claim it acts for (the lease token), so a
-worker that lost its lease can never overwrite what the run's new owner did. The table
-`TRANSITIONS` below is the same picture as data; the statements are built from it, and a
-test walks it. No other module writes `payhook_handler_run`.
+worker that lost its lease can never overwrite what the run's new owner did.
+
+An inline tenant's runs belong to the request that stored the event from the moment they
+exist: `create_owned` inserts them `running` under that request's `Lease`, and on a
+redelivery `adopt` takes the event's waiting runs under it in the ingest transaction (after
+`rearm`). A worker's claim matches `running` only once its lease has expired, so it cannot
+take them while the request holds them; a request that dies leaves them to the worker as any
+lost lease, and one that gives up (`release`) leaves them due at once.
+
+The tables `CREATIONS` and `TRANSITIONS` below are the same picture as data; the statements
+are built from them, and a test walks them. No other module writes `payhook_handler_run`.
 """
 
 from __future__ import annotations
@@ -59,11 +68,13 @@ from .models import Event, HandlerRun, RunFailure, RunStatus, UTCDateTime, utcno
 from .types import Handler
 
 __all__ = [
+    "CREATIONS",
     "TRANSITIONS",
     "ClaimedRun",
     "EventPayload",
     "Failure",
     "IllegalTransition",
+    "Lease",
     "Runs",
     "newer_event_applied",
     "runs_of",
@@ -74,9 +85,15 @@ RUN = HandlerRun.__table__  # type: ignore[attr-defined]
 FAILURE = RunFailure.__table__  # type: ignore[attr-defined]
 
 S = RunStatus
+# insert -> the state a new run starts in
+CREATIONS: dict[str, RunStatus] = {
+    "create": S.PENDING,
+    "create_owned": S.RUNNING,  # under the storing request's lease (inline mode)
+}
 # transition -> (the states it may start from, the state it leads to; None: decided per call)
 TRANSITIONS: dict[str, tuple[frozenset[RunStatus], RunStatus | None]] = {
     "claim": (frozenset({S.PENDING, S.FAILED, S.RUNNING}), S.RUNNING),  # running: lease expired
+    "adopt": (frozenset({S.PENDING, S.FAILED}), S.RUNNING),  # whatever the schedule
     "renew_lease": (frozenset({S.RUNNING}), S.RUNNING),
     "succeed": (frozenset({S.RUNNING}), S.SUCCEEDED),
     "skip": (frozenset({S.RUNNING}), S.SKIPPED),
@@ -93,6 +110,16 @@ FINISHED = (S.SUCCEEDED.value, S.SKIPPED.value, S.DEAD.value)
 CLAIM_COMMIT = "SET LOCAL synchronous_commit TO off"
 # What a worker needs of the event a claimed run belongs to.
 EVENT_COLUMNS = ("tenant", "stripe_event_id", "payload")
+# What it needs of the run (see _claimed_runs).
+_RETURNED = (
+    RUN.c.id,
+    RUN.c.event_id,
+    RUN.c.plugin,
+    RUN.c.handler,
+    RUN.c.attempts,
+    RUN.c.attempt_base,
+    RUN.c.replay_count,
+)
 
 
 class IllegalTransition(Exception):
@@ -135,6 +162,18 @@ class EventPayload:
                 if self._event is None:
                     self._event = StripeEvent.from_payload(json.loads(self.text))
         return self._event
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim made before its runs exist or are found: inline mode's request holds its
+    event's runs under one from the ingest transaction on (`create_owned`, `adopt`)."""
+
+    owner: str
+    token: str
+    seconds: float
+    # When it was made (time.monotonic()): the lease runs from the ingest commit, a little later.
+    made_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -316,29 +355,69 @@ class Runs:
             .where(RUN.c.event_id == bindparam("b_event_id"), status_in(_sources("rearm")))
             .values(status=S.PENDING.value, attempt_base=RUN.c.attempts, next_attempt_at=_time("b_now"))
         )
+        # A claim by event and lease, in the ingest transaction. On PostgreSQL a row a worker's
+        # claim holds locked is waited for, then looked at again: by then it is `running`.
+        self._adopt = compile_(
+            update(RUN)
+            .where(RUN.c.event_id == bindparam("b_event_id"), status_in(_sources("adopt")))
+            .values(
+                status=S.RUNNING.value,
+                attempts=RUN.c.attempts + 1,
+                lease_owner=bindparam("b_owner"),
+                lease_token=bindparam("b_token"),
+                lease_expires_at=_time("b_until"),
+                started_at=_time("b_now"),
+            )
+        )
+        self._owned = compile_(
+            select(*_RETURNED, *(EVENT.c[name] for name in EVENT_COLUMNS))
+            .where(
+                RUN.c.event_id == bindparam("b_event_id"),
+                RUN.c.lease_token == bindparam("b_token"),
+                RUN.c.status == S.RUNNING.value,
+                EVENT.c.id == RUN.c.event_id,
+            )
+            .order_by(RUN.c.id)
+        )
 
     # -- create ------------------------------------------------------------------------
 
     def create(self, cursor: Any, event_id: int, handlers: Iterable[Handler], now: datetime) -> int:
         """Insert a pending run per handler, due now, inside the caller's transaction."""
+        return self._insert(cursor, event_id, handlers, now, None)
+
+    def create_owned(
+        self, cursor: Any, event_id: int, handlers: Iterable[Handler], now: datetime, lease: Lease
+    ) -> int:
+        """Insert a run per handler already `running` under `lease` (its first attempt), so
+        that no worker can claim it before the lease's holder has run it or given it back."""
+        return self._insert(cursor, event_id, handlers, now, lease)
+
+    def _insert(
+        self, cursor: Any, event_id: int, handlers: Iterable[Handler], now: datetime, lease: Lease | None
+    ) -> int:
+        status, attempts, started = (S.PENDING, 0, None) if lease is None else (S.RUNNING, 1, now)
+        owner = token = until = None
+        if lease is not None:
+            owner, token, until = lease.owner, lease.token, now + timedelta(seconds=lease.seconds)
         rows = [
             self._create.params(
                 {
                     "event_id": event_id,
                     "plugin": handler.plugin,
                     "handler": handler.name,
-                    "status": S.PENDING.value,
-                    "attempts": 0,
+                    "status": status.value,
+                    "attempts": attempts,
                     "attempt_base": 0,
                     "next_attempt_at": now,
-                    "lease_owner": None,
-                    "lease_token": None,
-                    "lease_expires_at": None,
+                    "lease_owner": owner,
+                    "lease_token": token,
+                    "lease_expires_at": until,
                     "last_error_type": None,
                     "last_error": None,
                     "last_traceback": None,
                     "created_at": now,
-                    "started_at": None,
+                    "started_at": started,
                     "finished_at": None,
                     "duration_ms": None,
                     "replay_count": 0,
@@ -356,6 +435,42 @@ class Runs:
         """A redelivery of an event whose runs are dead: a fresh retry budget, due now."""
         cursor.execute(self._rearm.sql, self._rearm.params({"b_event_id": event_id, "b_now": now}))
         return max(int(cursor.rowcount), 0)
+
+    def adopt(self, cursor: Any, event_id: int, now: datetime, lease: Lease) -> None:
+        """A redelivery to an inline tenant: the event's waiting runs (pending, or failed
+        whatever their schedule) become `running` under `lease`, each claim an attempt.
+
+        Runs another owner holds are left to it. Nothing is returned (on PostgreSQL it is
+        pipelined with the commit); `owned` finds what was taken.
+        """
+        params = {
+            "b_event_id": event_id,
+            "b_owner": lease.owner,
+            "b_token": lease.token,
+            "b_until": now + timedelta(seconds=lease.seconds),
+            "b_now": now,
+        }
+        cursor.execute(self._adopt.sql, self._adopt.params(params))
+
+    def owned(self, event_id: int, lease: Lease) -> list[ClaimedRun]:
+        """The event's runs `lease` holds (created or adopted under it), to execute."""
+        params = self._owned.params({"b_event_id": event_id, "b_token": lease.token})
+        if not self.is_sqlite:
+            # One round trip, no BEGIN.
+            with self.store.statements() as statements:
+                statements.cursor.execute(self._owned.sql, params)
+                rows = statements.cursor.fetchall()
+        else:
+            # A read: no write lock, no transaction (the driver's autocommit).
+            with self.store.engine.connect() as conn:
+                cursor = conn.connection.cursor()
+                try:
+                    cursor.execute(self._owned.sql, params)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+        # Not reclaimed: the previous status is not `running`.
+        return _claimed_runs([(*row, None) for row in rows], lease.token, lease.made_at)
 
     # -- claim -------------------------------------------------------------------------
 
@@ -394,15 +509,7 @@ class Runs:
             "lease_expires_at": _time("b_until"),
             "started_at": _time("b_now"),
         }
-        returned = (
-            RUN.c.id,
-            RUN.c.event_id,
-            RUN.c.plugin,
-            RUN.c.handler,
-            RUN.c.attempts,
-            RUN.c.attempt_base,
-            RUN.c.replay_count,
-        )
+        returned = _RETURNED
         if self.is_sqlite:
             # One writer holds the lock for both statements; the pick reads the old status.
             # SQLite's RETURNING cannot name another table, but a scalar subquery may.
@@ -453,30 +560,7 @@ class Runs:
                         rows = [(*row, was[row[0]]) for row in cursor.fetchall()]
                 finally:
                     cursor.close()
-        payloads: dict[int, EventPayload] = {}
-        claimed = []
-        for row in sorted(rows, key=lambda r: r[0]):
-            run_id, event_id_, plugin, handler, attempts, base, replays, tenant, evt, text, was = row
-            payload = payloads.get(event_id_)
-            if payload is None:
-                payload = payloads[event_id_] = EventPayload(text)
-            claimed.append(
-                ClaimedRun(
-                    id=run_id,
-                    event_id=event_id_,
-                    plugin=plugin,
-                    handler=handler,
-                    attempts=attempts,
-                    attempt_base=base,
-                    lease_token=token,
-                    reclaimed=was == S.RUNNING.value,
-                    replayed=bool(replays),
-                    tenant=tenant,
-                    stripe_event_id=evt,
-                    payload=payload,
-                )
-            )
-        return claimed
+        return _claimed_runs(rows, token, time.monotonic())
 
     def _claim_without_flush(self, claim: Compiled, params: dict[str, Any]) -> list[Any]:
         """PostgreSQL: the claim (one statement) in a transaction that commits without
@@ -782,6 +866,35 @@ def newer_event_applied(session: Any, event_id: int, plugin: str) -> bool:
         )
     )
     return bool(session.execute(query).scalar())
+
+
+def _claimed_runs(rows: Iterable[Any], token: str, claimed_at: float) -> list[ClaimedRun]:
+    """Rows of `_RETURNED`, the `EVENT_COLUMNS` and the run's status before the claim."""
+    payloads: dict[int, EventPayload] = {}
+    claimed = []
+    for row in sorted(rows, key=lambda r: r[0]):
+        run_id, event_id, plugin, handler, attempts, base, replays, tenant, evt, text, was = row
+        payload = payloads.get(event_id)
+        if payload is None:
+            payload = payloads[event_id] = EventPayload(text)
+        claimed.append(
+            ClaimedRun(
+                id=run_id,
+                event_id=event_id,
+                plugin=plugin,
+                handler=handler,
+                attempts=attempts,
+                attempt_base=base,
+                lease_token=token,
+                reclaimed=was == S.RUNNING.value,
+                replayed=bool(replays),
+                tenant=tenant,
+                stripe_event_id=evt,
+                payload=payload,
+                claimed_at=claimed_at,
+            )
+        )
+    return claimed
 
 
 def _failure_params(failure: Failure) -> dict[str, Any]:

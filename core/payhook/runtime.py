@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from . import migrations
@@ -15,7 +17,7 @@ from .config import Config, TenantConfig
 from .eventlog import Delivery, EventLog, IngestResult
 from .plugins import PluginHost
 from .processing import Outcome, Processor
-from .runs import runs_of
+from .runs import ClaimedRun, Lease, runs_of
 from .store import Store
 from .types import StoredEvent
 from .wakeups import postgres_listener
@@ -151,7 +153,8 @@ class Payhook:
         self, result: IngestResult, delivery: Delivery, event: dict[str, Any], tenant: TenantConfig
     ) -> None:
         """After a new event committed: wake the worker, tell the tenant's observers."""
-        if self.worker is not None and result.runs:
+        # An inline request's runs are its own: nothing for the worker to claim.
+        if self.worker is not None and result.runs and delivery.lease is None:
             self.worker.notify()
         if self._observers is None:
             return
@@ -173,13 +176,61 @@ class Payhook:
             # The event is committed and acknowledged; an observer cannot undo that.
             log.exception("an event_stored hook raised")
 
-    async def process_inline(self, event_id: int) -> list[str]:
-        """Run this event's waiting runs now; return the errors of those that failed."""
+    def with_inline_lease(self, delivery: Delivery) -> Delivery:
+        """`delivery` under a fresh claim of its request's: its runs are stored `running`
+        under it (or, on a redelivery, adopted), for `process_inline` to run."""
+        return replace(delivery, lease=self.processor.inline_lease())
+
+    async def process_inline(self, event_id: int, lease: Lease) -> list[str]:
+        """Run the event's runs `lease` holds (created or adopted with the delivery, so no
+        worker has them); return the errors of those that failed.
+
+        Runs another owner holds are not this request's to run or to wait for. Cancelled (the
+        server gives up on the request), it hands back the runs it has not started: due at
+        once for the worker. The one under way finishes in its thread and records its end.
+        """
         loop = asyncio.get_running_loop()
-        claimed = await loop.run_in_executor(None, lambda: self.processor.claim(1000, event_id))
+        lookup = loop.run_in_executor(None, self.processor.owned, event_id, lease)
+        try:
+            # Shielded: cancelled while the runs are being looked up, they are still found,
+            # and handed back.
+            waiting = deque(await asyncio.shield(lookup))
+        except asyncio.CancelledError:
+
+            def hand_back(done: asyncio.Future[list[ClaimedRun]]) -> None:
+                if done.exception() is None:
+                    self._hand_back(done.result())
+
+            lookup.add_done_callback(hand_back)
+            raise
         errors = []
-        for run in claimed:
-            outcome = await loop.run_in_executor(None, self.processor.execute, run)
-            if outcome.status in (Outcome.FAILED, Outcome.DEAD) and outcome.error is not None:
-                errors.append(outcome.error)
+        try:
+            while waiting:
+                run = waiting.popleft()
+                outcome = await loop.run_in_executor(None, self.processor.execute, run)
+                if outcome.status in (Outcome.FAILED, Outcome.DEAD) and outcome.error is not None:
+                    errors.append(outcome.error)
+        except BaseException:
+            # Cancelled, or the store failed: what has not started goes back at once.
+            self._hand_back(list(waiting))
+            raise
         return errors
+
+    def _hand_back(self, runs: list[ClaimedRun]) -> None:
+        """Give back an inline request's unstarted runs, off the event loop, and wake the
+        worker; if that fails, their lease runs out and the worker reclaims them anyway."""
+        if not runs:
+            return
+
+        def release() -> None:
+            try:
+                self.processor.release(runs)
+            except Exception as exc:
+                log.warning(
+                    "could not hand back %d inline runs (%s); their lease will expire", len(runs), exc
+                )
+                return
+            if self.worker is not None:
+                self.worker.notify()
+
+        asyncio.get_running_loop().run_in_executor(None, release)
