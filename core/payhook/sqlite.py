@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
 from .config import DatabaseConfig
+from .sqlite_files import FileGuard, StoreFileProblem
 
 __all__ = [
     "LOCK_DEADLINE",
@@ -104,7 +105,11 @@ class WriteGate:
             self.release()
 
 
-def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) -> Engine:
+def make_sqlite_engine(
+    config: DatabaseConfig, pool_size: int, gate: WriteGate, guard: FileGuard | None = None
+) -> Engine:
+    """The engine; with `guard`, no connection opens and no transaction begins on a database
+    file that was replaced under the process or whose `-shm` file cannot be written."""
     engine = create_engine(
         config.url,
         connect_args={"check_same_thread": False, "timeout": config.busy_timeout_ms / 1000},
@@ -112,6 +117,13 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
     )
     synchronous = config.sqlite_synchronous.upper()
     patience = gate.patience
+
+    if guard is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _before_connecting(*_args: Any) -> None:
+            # A new connection after the file was deleted would create an empty database.
+            guard.check()
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_conn: Any, _record: Any) -> None:
@@ -130,6 +142,8 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
         # the write lock do not wait in WAL mode.
         cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
+        if guard is not None:
+            guard.opened()
 
     def _durability(conn: Connection, durable: bool) -> None:
         # synchronous is per connection and per commit in WAL mode: only the commits that
@@ -144,6 +158,8 @@ def make_sqlite_engine(config: DatabaseConfig, pool_size: int, gate: WriteGate) 
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
+        if guard is not None:
+            guard.check()
         options = conn.get_execution_options()
         if options.get(LAZY_BEGIN):
             _durability(conn, durable=False)
@@ -236,8 +252,9 @@ class Checkpointer:
     PASSIVE checkpoints never wait for and never block readers or writers.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, guard: FileGuard | None = None) -> None:
         self.path = path
+        self.guard = guard
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="payhook-checkpoint", daemon=True)
 
@@ -254,7 +271,12 @@ class Checkpointer:
         try:
             while not self._stop.wait(CHECKPOINT_INTERVAL):
                 try:
+                    if self.guard is not None:
+                        # A checkpoint writes -shm and the database: only when both can be.
+                        self.guard.check_writable()
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except StoreFileProblem:
+                    continue  # the guard logged it
                 except sqlite3.Error as exc:
                     log.warning("WAL checkpoint failed: %s", exc)
         finally:

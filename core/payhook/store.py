@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
@@ -25,6 +25,8 @@ from .sqlite import (
     patience_until,
     prepare_write,
 )
+from .sqlite_files import FileGuard, StoreFileProblem
+from .store_health import WriteHealth, lasting_cause
 
 __all__ = ["DEFAULT_STORE_TIMEOUT", "HandlerTransaction", "Store", "StoreUnavailable"]
 
@@ -70,11 +72,16 @@ class Store:
         # SQLite has one writer. Queueing this process's writers on a gate wakes them the
         # moment it is free; SQLite's own busy handler sleeps in growing steps instead.
         self.gate: WriteGate | None = WriteGate(config.busy_timeout_ms / 1000) if self.is_sqlite else None
+        # SQLite: the database file must stay the one opened, and writable (sqlite_files.py).
+        path = make_url(config.url).database if self.is_sqlite else None
+        self.file_guard = FileGuard(path) if path and path != ":memory:" else None
+        # The last write that failed for a cause no retry cures, for /healthz.
+        self.write_health = WriteHealth()
         # Every concurrent handler run that uses its session holds a connection.
         pool_size = max(config.pool_size, min_pool_size)
         self._watchdog: Watchdog | None = Watchdog() if not self.is_sqlite and timeout is not None else None
         if self.gate is not None:
-            self.engine = make_sqlite_engine(config, pool_size, self.gate)
+            self.engine = make_sqlite_engine(config, pool_size, self.gate, self.file_guard)
         else:
             self.engine = make_postgres_engine(config, pool_size, timeout, self._watchdog)
         # Handlers' sessions: on SQLite their transactions begin lazily (see sqlite.py), and
@@ -92,7 +99,9 @@ class Store:
         dbapi: Any = self.engine.dialect.dbapi
         # The core's hot statements run on the DBAPI cursor, so driver errors arrive raw.
         self._driver_errors: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
-        self._unavailable: tuple[type[Exception], ...] = (*UNAVAILABLE, *self._driver_errors)
+        # A read-only PostgreSQL (a standby after a failover) is not a bug in a query either.
+        read_only = () if self.is_sqlite else (dbapi.errors.ReadOnlySqlTransaction,)
+        self._unavailable: tuple[type[Exception], ...] = (*UNAVAILABLE, *self._driver_errors, *read_only)
 
     def deadline(self) -> float | None:
         """When a core transaction starting now must be over (time.monotonic()), if ever."""
@@ -122,6 +131,7 @@ class Store:
                         conn.execution_options(**{LOCK_DEADLINE: deadline})
                     if gate is not None and not durable:
                         conn.execution_options(**{DURABLE: False})
+                    changes = self._changes(conn)
                     with self._watched(conn, deadline) as watch, conn.begin():
                         try:
                             yield conn
@@ -131,6 +141,8 @@ class Store:
                             if self.engine.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):  # type: ignore[arg-type]
                                 conn.invalidate(exc)
                             raise
+                    if changes is not None and self._changes(conn) != changes:
+                        self.write_health.succeeded()  # committed a change
             finally:
                 if gate is not None:
                     gate.release()
@@ -158,6 +170,7 @@ class Store:
                 raise
             finally:
                 cursor.close()
+        self.write_health.succeeded()  # only ingest writes this way
 
     @contextmanager
     def statements(self, deadline: float | None = None) -> Iterator[Statements]:
@@ -176,6 +189,7 @@ class Store:
                 raise
             finally:
                 cursor.close()
+        self.write_health.succeeded()  # only ingest writes this way
 
     @contextmanager
     def _autocommit(self, deadline: float | None) -> Iterator[tuple[Connection, Any]]:
@@ -224,7 +238,18 @@ class Store:
         if watch is not None and watch.cut:
             message = f"no answer from the database within {self.timeout:g} s"
             return StoreUnavailable(message, reason="timeout")
-        return StoreUnavailable(describe(exc), reason=error_type(exc))
+        cause = lasting_cause(exc)
+        if cause is not None:
+            self.write_health.failed(cause)
+        return StoreUnavailable(describe(exc), reason=cause or error_type(exc))
+
+    def _changes(self, conn: Connection) -> int | None:
+        """SQLite: the rows this connection has changed so far; a commit that changed some
+        proves the store takes writes (a ping's or a claim's that changed none does not)."""
+        if self.gate is None:
+            return None
+        changes: int = conn.connection.driver_connection.total_changes  # type: ignore[union-attr]
+        return changes
 
     @contextmanager
     def _connect(self, deadline: float | None) -> Iterator[Connection]:
@@ -248,8 +273,19 @@ class Store:
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database would take a write now.
 
-        On SQLite that means getting the write lock (another process may hold it for long).
+        Cheap enough for a load balancer's every poll. On SQLite: the file checks of
+        sqlite_files.py, then the write lock (another process may hold it for long); on
+        PostgreSQL one round trip, which also asks whether the server is read-only (a
+        standby). On both, a write that failed lately for a cause no retry cures.
         """
+        if self.file_guard is not None:
+            try:
+                self.file_guard.check_writable()
+            except StoreFileProblem as exc:
+                raise StoreUnavailable(str(exc), reason=exc.reason) from exc
+        failure = self.write_health.failure()
+        if failure is not None:
+            raise StoreUnavailable(f"the last write failed: {failure}", reason=failure)
         if self.is_sqlite:
             with self.transaction() as conn:
                 conn.exec_driver_sql("SELECT 1")
@@ -257,14 +293,16 @@ class Store:
         try:
             deadline = self.deadline()
             with self._connect(deadline) as conn, self._watched(conn, deadline):
-                conn.exec_driver_sql("SELECT 1")
+                read_only = conn.exec_driver_sql("SELECT current_setting('transaction_read_only')").scalar()
         except self._unavailable as exc:
             raise StoreUnavailable(describe(exc), reason=error_type(exc)) from exc
+        if read_only == "on":
+            raise StoreUnavailable("the PostgreSQL server is read-only (a standby?)", reason="read_only")
 
     def start_maintenance(self) -> None:
         """Background upkeep while a receiver or worker runs: SQLite's WAL checkpoints."""
         if self.is_sqlite and self._checkpointer is None and self.engine.url.database:
-            self._checkpointer = Checkpointer(self.engine.url.database)
+            self._checkpointer = Checkpointer(self.engine.url.database, self.file_guard)
             self._checkpointer.start()
 
     def dispose(self) -> None:
