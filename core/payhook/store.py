@@ -26,7 +26,7 @@ from .sqlite import (
     prepare_write,
 )
 from .sqlite_files import FileGuard, StoreFileProblem
-from .store_health import WriteHealth, lasting_cause
+from .store_health import WriteHealth, lasting_cause, named_reason
 
 __all__ = ["DEFAULT_STORE_TIMEOUT", "HandlerTransaction", "Store", "StoreUnavailable"]
 
@@ -238,10 +238,12 @@ class Store:
         if watch is not None and watch.cut:
             message = f"no answer from the database within {self.timeout:g} s"
             return StoreUnavailable(message, reason="timeout")
+        # A file problem is checked afresh at each /healthz: only the others are remembered.
+        named = named_reason(exc)
         cause = lasting_cause(exc)
-        if cause is not None:
+        if cause is not None and named is None:
             self.write_health.failed(cause)
-        return StoreUnavailable(describe(exc), reason=cause or error_type(exc))
+        return StoreUnavailable(describe(exc), reason=named or cause or error_type(exc))
 
     def _changes(self, conn: Connection) -> int | None:
         """SQLite: the rows this connection has changed so far; a commit that changed some

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
-__all__ = ["HOLD", "WriteHealth", "lasting_cause"]
+__all__ = ["HOLD", "WriteHealth", "lasting_cause", "named_reason"]
 
 # How long a failed write keeps /healthz at 503 when no write succeeds after it.
 HOLD = 30.0
@@ -24,19 +25,31 @@ _POSTGRES_CAUSES = {"53100": "disk_full", "25006": "read_only"}
 
 def lasting_cause(exc: BaseException) -> str | None:
     """The name of a cause that a retry will not cure (disk full, read-only...), if it is one."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        reason = getattr(seen, "reason", None)
-        if isinstance(reason, str):
-            return reason  # a StoreFileProblem says what it is
+    for seen in _chain(exc):
         code = getattr(seen, "sqlite_errorcode", None)
         if isinstance(code, int) and code & 0xFF in _SQLITE_CAUSES:
             return _SQLITE_CAUSES[code & 0xFF]
         sqlstate = getattr(seen, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate in _POSTGRES_CAUSES:
             return _POSTGRES_CAUSES[sqlstate]
-        seen = getattr(seen, "orig", None) or seen.__cause__
     return None
+
+
+def named_reason(exc: BaseException) -> str | None:
+    """The `reason` an error of payhook's own carries (sqlite_files.StoreFileProblem, say)."""
+    for seen in _chain(exc):
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, str):
+            return reason
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it wraps (SQLAlchemy's `orig`) or was raised from."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = getattr(seen, "orig", None) or seen.__cause__
 
 
 class WriteHealth:
