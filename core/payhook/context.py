@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import stripe
 
     from .runs import Runs
+    from .sql import Executor, Statement
     from .store import HandlerTransaction
     from .stripe_clients import StripeClients
 
@@ -62,6 +63,7 @@ class HandlerContext:
         "_event",
         "_lease_token",
         "_runs",
+        "_sql",
         "_stripe_clients",
         "_transaction",
         "attempt",
@@ -112,6 +114,7 @@ class HandlerContext:
         self._stripe_clients = stripe_clients
         self._event = event
         self._after_commit: list[Callable[[], Any]] = []
+        self._sql: Executor | None = None
 
     def __repr__(self) -> str:
         return f"HandlerContext(tenant={self.tenant.slug!r}, plugin={self.plugin!r}, run_id={self.run_id})"
@@ -158,6 +161,32 @@ class HandlerContext:
     def session(self) -> Session:
         """This run's open session; the core commits it, never the handler."""
         return self._transaction.session
+
+    def execute(self, statement: Statement, /, **params: Any) -> Any:
+        """Run a `payhook.sql.Statement` in this run's transaction, with `params` by name.
+
+        Returns the driver's cursor (`fetchall()`, `description`, `rowcount`; values as the
+        driver gives them). The work commits with the run's success mark and is rolled back
+        if the handler raises, as `session`'s; see docs/hooks.md for the rules.
+        """
+        sql = self._sql
+        if sql is None:
+            sql = self._sql = self._transaction.executor()
+        return sql.execute(statement, params)
+
+    def rows(self, statement: Statement, /, **params: Any) -> list[Any]:
+        """`execute`, then every row, its values converted as the ORM would (say, Decimals)."""
+        sql = self._sql
+        if sql is None:
+            sql = self._sql = self._transaction.executor()
+        return sql.rows(statement, params)
+
+    def changed(self, statement: Statement, /, **params: Any) -> int:
+        """`execute`; how many rows it changed (the cursor's rowcount)."""
+        sql = self._sql
+        if sql is None:
+            sql = self._sql = self._transaction.executor()
+        return sql.changed(statement, params)
 
     def lock_for_write(self) -> None:
         """Take the database's write lock for this run's transaction now, before reading.

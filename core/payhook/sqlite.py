@@ -30,7 +30,9 @@ __all__ = [
     "Checkpointer",
     "WriteConflict",
     "WriteGate",
+    "begin_lazily",
     "is_lock_error",
+    "is_read_only",
     "make_sqlite_engine",
     "patience_until",
 ]
@@ -175,14 +177,7 @@ def make_sqlite_engine(
         state = conn.info.get(TRANSACTION_STATE)
         if state is None or state == "write":
             return
-        writes = conn.get_execution_options()[LAZY_BEGIN] == "at_first_statement" or not statement.lstrip()[
-            :7
-        ].upper().startswith(_READ_ONLY)
-        if writes:
-            prepare_write(conn, gate, patience)
-        elif state == "pending":
-            conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
-            conn.info[TRANSACTION_STATE] = "read"
+        begin_lazily(conn, gate, writes=not is_read_only(statement))
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
@@ -197,6 +192,26 @@ def patience_until(deadline: float | None, patience: float) -> float:
     if deadline is None:
         return patience
     return min(patience, deadline - time.monotonic())
+
+
+def is_read_only(statement: str) -> bool:
+    """True when `statement` (SQL text) only reads: a handler's transaction needs no lock for it."""
+    return statement.lstrip()[:7].upper().startswith(_READ_ONLY)
+
+
+def begin_lazily(conn: Connection, gate: WriteGate, *, writes: bool) -> None:
+    """Before a statement of a handler's transaction (see `LAZY_BEGIN`): a plain BEGIN for
+    its first read, the write lock for its first write (or for its first statement at all,
+    once a run lost the race to write). SQLAlchemy's statements come here through an event;
+    payhook.sql's, which run on the driver's connection, call it themselves."""
+    state = conn.info.get(TRANSACTION_STATE)
+    if state is None or state == "write":
+        return
+    if writes or conn.get_execution_options()[LAZY_BEGIN] == "at_first_statement":
+        prepare_write(conn, gate, gate.patience)
+    elif state == "pending":
+        conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+        conn.info[TRANSACTION_STATE] = "read"
 
 
 def prepare_write(conn: Connection, gate: WriteGate, patience: float) -> None:

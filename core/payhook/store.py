@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from .config import DatabaseConfig, IngestConfig
 from .postgres import Pipelined, Statements, Watch, Watchdog, make_postgres_engine
+from .sql import Executor, drop_if_broken
 from .sqlite import (
     DURABLE,
     LAZY_BEGIN,
@@ -138,8 +139,7 @@ class Store:
                         except self._driver_errors as exc:
                             # Raw driver errors bypass SQLAlchemy: drop a dead connection
                             # from the pool ourselves.
-                            if self.engine.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):  # type: ignore[arg-type]
-                                conn.invalidate(exc)
+                            drop_if_broken(conn, exc)
                             raise
                     if changes is not None and self._changes(conn) != changes:
                         self.write_health.succeeded()  # committed a change
@@ -184,8 +184,7 @@ class Store:
             try:
                 yield Statements(cursor)
             except self._driver_errors as exc:
-                if self.engine.dialect.is_disconnect(exc, dbapi, None):  # type: ignore[arg-type]
-                    conn.invalidate(exc)
+                drop_if_broken(conn, exc, dbapi)
                 raise
             finally:
                 cursor.close()
@@ -216,8 +215,7 @@ class Store:
 
     def _roll_back(self, conn: Connection, dbapi: Any, exc: BaseException) -> None:
         """End what a failed pipelined transaction began; drop its connection if it broke."""
-        if isinstance(exc, self._driver_errors) and self.engine.dialect.is_disconnect(exc, dbapi, None):  # type: ignore[arg-type]
-            conn.invalidate(exc)
+        if isinstance(exc, self._driver_errors) and drop_if_broken(conn, exc, dbapi):
             return
         try:
             dbapi.rollback()  # sends ROLLBACK unless the transaction is over already
@@ -356,6 +354,10 @@ class HandlerTransaction:
         """SQLite: begin this transaction holding the write lock (or upgrade it now)."""
         if self.store.gate is not None:
             prepare_write(self.session.connection(), self.store.gate, self.store.gate.patience)
+
+    def executor(self) -> Executor:
+        """Runs payhook.sql statements in this transaction (the handler's `ctx.execute`)."""
+        return Executor(self.session.connection(), self.store.gate)
 
     def cursor_for_write(self) -> Any:
         """The transaction's DBAPI cursor, ready to write (for the core's success mark)."""

@@ -1,145 +1,57 @@
-"""The handlers' SQL: Core statements over the models' tables, run on the run's connection.
+"""The handlers' SQL: Core statements over the models' tables, run with `ctx.execute`.
 
 Through the ORM, SQLAlchemy's own work for a payment (identity map, unit of work, result
 objects, per-statement execution) cost many times the database's. The handlers need a few
 statements each, so these are written once as Core expressions (columns and types still come
-from the models), compiled once per dialect, and executed on the DBAPI connection of
-`ctx.session`: the same transaction, committed by payhook with the run's success mark.
+from the models) and run through payhook.sql: compiled once per dialect, executed on the
+driver's connection in the run's transaction, committed by payhook with its success mark.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from payhook import HandlerContext, utcnow
+from payhook.sql import Compiled, Statement, insert_keys
 from sqlalchemy import ColumnElement, Table, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
 from .models import MONEY, Order, OrderStatus, Payment, PaymentMethod, PaymentStatus
 
-__all__ = ["OrderRow", "PaymentRow", "Statement", "Tx"]
+__all__ = ["OrderRow", "PaymentRow", "Tx"]
 
 ORDERS: Table = Order.__table__  # type: ignore[attr-defined]
 PAYMENTS: Table = Payment.__table__  # type: ignore[attr-defined]
 
-Build = Callable[[Dialect], ClauseElement]
-
-
-class _Compiled:
-    """A statement compiled for one dialect, with its parameters' conversions decided once."""
-
-    def __init__(self, statement: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
-        compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys) if keys else None)
-        self.sql = str(compiled)
-        # Values written into the statement (status = 'pending', NULL) are bind parameters
-        # too: converted once here. The others are converted per call, as SQLAlchemy would.
-        constants: dict[str, Any] = {}
-        converters: dict[str, Callable[[Any], Any] | None] = {}
-        for name, value in compiled.params.items():
-            bind = compiled.binds[name]
-            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if not bind.required:
-                constants[name] = convert(value) if convert is not None and value is not None else value
-            else:
-                converters[name] = convert
-        # qmark drivers (sqlite3) take a sequence in `positiontup` order; pyformat ones
-        # (psycopg) a dict. Either way the constants are filled in already.
-        positional = compiled.positiontup
-        self.template: list[Any] | dict[str, Any]
-        # (where in the parameters, which value, its conversion)
-        self.slots: list[tuple[Any, str, Callable[[Any], Any] | None]]
-        if positional:
-            self.template = [constants.get(name) for name in positional]
-            self.slots = [
-                (i, name, converters[name]) for i, name in enumerate(positional) if name in converters
-            ]
-        else:
-            self.template = constants
-            self.slots = [(name, name, convert) for name, convert in converters.items()]
-        exported = getattr(statement, "exported_columns", ())
-        self.types = [column.type for column in exported]
-        self.dialect = dialect
-        # Result conversions need the driver's column types: known after the first execution.
-        self.processors: list[Callable[[Any], Any] | None] | None = None
-
-    def params(self, values: dict[str, Any]) -> Any:
-        params: Any = self.template.copy()
-        for slot, name, convert in self.slots:
-            value = values[name]
-            params[slot] = value if convert is None or value is None else convert(value)
-        return params
-
-    def convert(self, description: Any, row: Sequence[Any]) -> list[Any]:
-        """A result row's values as SQLAlchemy would give them (say, Decimals on SQLite)."""
-        processors = self.processors
-        if processors is None:
-            processors = self.processors = [
-                kind.dialect_impl(self.dialect).result_processor(self.dialect, column[1])
-                for kind, column in zip(self.types, description, strict=True)
-            ]
-        return [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
-
-
-class Statement:
-    """A Core statement, compiled the first time each dialect runs it."""
-
-    def __init__(self, statement: ClauseElement | Build, keys: Sequence[str] | None = None) -> None:
-        self._build: Build = statement if callable(statement) else (lambda _dialect: statement)
-        self._keys = keys
-        self._compiled: dict[type[Dialect], _Compiled] = {}
-
-    def compiled(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(type(dialect))
-        if compiled is None:
-            compiled = self._compiled[type(dialect)] = _Compiled(self._build(dialect), dialect, self._keys)
-        return compiled
-
 
 class Tx:
-    """One handler run's statements, in the transaction of its `ctx.session`.
+    """One handler run's statements, in the transaction of its `ctx` (`ctx.execute`).
 
     On SQLite it takes the write lock first, as SELECT ... FOR UPDATE takes the order's row
     on PostgreSQL: the handler then decides on data nobody can change before its commit,
     and never loses the race to write (which would cost a re-run of the whole handler).
     """
 
-    __slots__ = ("_error", "_execute", "ctx", "dialect")
+    __slots__ = ("ctx", "dialect")
 
     def __init__(self, ctx: HandlerContext) -> None:
         # SQLite: the write lock now, before the order is read (PostgreSQL locks its row).
         ctx.lock_for_write()
-        connection = ctx.session.connection()
         self.ctx = ctx
-        self.dialect = connection.dialect
-        self._execute: Callable[[str, Any], Any] = connection.connection.driver_connection.execute  # type: ignore[union-attr]
-        self._error: type[Exception] = self.dialect.loaded_dbapi.Error
-
-    def run(self, statement: Statement, **values: Any) -> Any:
-        """Execute; the DBAPI cursor. Driver errors are raised as SQLAlchemy's, as the ORM did."""
-        compiled = statement.compiled(self.dialect)
-        params = compiled.params(values)
-        try:
-            return self._execute(compiled.sql, params)
-        except self._error as exc:
-            raise DBAPIError.instance(compiled.sql, params, exc, self._error, dialect=self.dialect) from exc
-
-    def rows(self, statement: Statement, **values: Any) -> list[Any]:
-        # fetchall: a statement left half-read on SQLite would stay active into the commit.
-        return list(self.run(statement, **values).fetchall())
-
-    def changed(self, statement: Statement, **values: Any) -> int:
-        return int(self.run(statement, **values).rowcount)
+        bind = ctx.session.bind
+        assert bind is not None
+        # For converting the order's row only if a hook wants it (see OrderRow.snapshot).
+        self.dialect: Dialect = bind.dialect
 
     # Orders
 
     def lock_order(self, order_id: int) -> OrderRow | None:
-        cursor = self.run(_LOCK_ORDER, order_id=order_id)
+        cursor = self.ctx.execute(_LOCK_ORDER, order_id=order_id)
         row = cursor.fetchall()
         if not row:
             return None
@@ -148,7 +60,7 @@ class Tx:
     def pay_if_covered(self, order: OrderRow) -> bool:
         """A pending order whose captured payments cover its total becomes paid."""
         now = utcnow()
-        if not self.changed(_PAY_IF_COVERED, order_id=order.id, now=now):
+        if not self.ctx.changed(_PAY_IF_COVERED, order_id=order.id, now=now):
             return False
         order.moved(OrderStatus.PAID, now)
         return True
@@ -157,17 +69,14 @@ class Tx:
         """Set a status the state machine allowed (see states.can_move)."""
         now = utcnow()
         clears_hold = new in (OrderStatus.PAID, OrderStatus.CANCELLED)
-        self.changed(
+        self.ctx.changed(
             _MOVE_CLEARING_HOLD if clears_hold else _MOVE, order_id=order.id, new_status=new.value, now=now
         )
         order.moved(new, now)
 
     def captured(self, order: OrderRow) -> tuple[Decimal, Decimal]:
         """What the order's captured payments brought in, and what of it went back."""
-        cursor = self.run(_CAPTURED_TOTALS, order_id=order.id)
-        received, refunded = _CAPTURED_TOTALS.compiled(self.dialect).convert(
-            cursor.description, cursor.fetchall()[0]
-        )
+        [(received, refunded)] = self.ctx.rows(_CAPTURED_TOTALS, order_id=order.id)
         return received, refunded
 
     # Payments
@@ -179,11 +88,8 @@ class Tx:
         return self._payment(_PAYMENT_BY_CHARGE, charge_id=charge_id)
 
     def _payment(self, statement: Statement, **values: Any) -> PaymentRow | None:
-        cursor = self.run(statement, **values)
-        rows = cursor.fetchall()
-        if not rows:
-            return None
-        return PaymentRow(*statement.compiled(self.dialect).convert(cursor.description, rows[0]))
+        rows = self.ctx.rows(statement, **values)
+        return PaymentRow(*rows[0]) if rows else None
 
     def add_payment(
         self,
@@ -197,7 +103,7 @@ class Tx:
         failure_reason: str | None = None,
     ) -> PaymentRow | None:
         """A new Stripe payment; None when one for `intent_id` exists already (untouched)."""
-        rows = self.rows(
+        rows = self.ctx.rows(
             _ADD_PAYMENT,
             order_id=order.id,
             method=PaymentMethod.STRIPE.value,
@@ -218,7 +124,7 @@ class Tx:
         self, payment: PaymentRow, amount: Decimal, currency: str, charge_id: str | None
     ) -> None:
         """An existing payment's money arrived (a charge id, if given, replaces the old one)."""
-        self.changed(
+        self.ctx.changed(
             _PAYMENT_SUCCEEDED,
             payment_id=payment.id,
             new_amount=amount,
@@ -230,14 +136,18 @@ class Tx:
     def payment_progressed(
         self, payment: PaymentRow, status: PaymentStatus, failure_reason: str | None
     ) -> None:
-        self.changed(_PAYMENT_PROGRESS, payment_id=payment.id, new_status=status.value, reason=failure_reason)
+        self.ctx.changed(
+            _PAYMENT_PROGRESS, payment_id=payment.id, new_status=status.value, reason=failure_reason
+        )
         payment.status = status.value
 
     def payment_refunded(self, payment: PaymentRow, refunded: Decimal) -> None:
         """Record Stripe's running refund total; all of it back makes the payment refunded."""
         if refunded >= payment.amount:
             payment.status = PaymentStatus.REFUNDED.value
-        self.changed(_PAYMENT_REFUNDED, payment_id=payment.id, refunded=refunded, new_status=payment.status)
+        self.ctx.changed(
+            _PAYMENT_REFUNDED, payment_id=payment.id, refunded=refunded, new_status=payment.status
+        )
         payment.amount_refunded = refunded
 
 
@@ -256,7 +166,7 @@ class OrderRow:
         "tenant",
     )
 
-    def __init__(self, raw: Sequence[Any], description: Any, compiled: _Compiled) -> None:
+    def __init__(self, raw: Sequence[Any], description: Any, compiled: Compiled) -> None:
         self.id: int = raw[0]
         self.tenant: str = raw[1]
         self.reference: str = raw[2]
@@ -382,9 +292,7 @@ _PAYMENT_BY_INTENT = Statement(
 _PAYMENT_BY_CHARGE = Statement(
     select(*_PAYMENT_COLUMNS).where(PAYMENTS.c.stripe_charge_id == bindparam("charge_id"))
 )
-_ADD_PAYMENT = Statement(
-    _insert_ignoring_known_intents, keys=[column.key for column in PAYMENTS.columns if column.key != "id"]
-)
+_ADD_PAYMENT = Statement(_insert_ignoring_known_intents, keys=insert_keys(PAYMENTS))
 _PAYMENT_SUCCEEDED = Statement(
     update(PAYMENTS)
     .where(PAYMENTS.c.id == bindparam("payment_id"))
