@@ -277,7 +277,7 @@ async def login(request: Request) -> Response:
     wait = state.login_throttle.retry_after(client)
     if wait is not None:
         # Before the form is read: a throttled client learns nothing, the right token neither.
-        log.warning("operator login refused: too many wrong tokens from %s", client)
+        # Not logged here (the access log has each 429): a guesser cannot flood the log.
         return too_many_tries(request, wait)
     form = await read_form(request)
     if not state.auth.token_matches(form.get("token", "")):
