@@ -33,7 +33,7 @@ ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \|", re.MULTILINE)
 SECTIONS: dict[str, tuple[tuple[type, ...], frozenset[str]]] = {
     "[database]": ((DatabaseConfig,), frozenset()),
     "[ingest]": ((IngestConfig,), frozenset()),
-    "[processing]": ((ProcessingConfig, RetryPolicy), frozenset({"retry", "plugin_retry"})),
+    "[processing]": ((ProcessingConfig,), frozenset({"plugins"})),
     "[tenants.<slug>]": ((TenantConfig,), frozenset({"slug", "plugin_config"})),
     "[operator]": ((OperatorConfig,), frozenset()),
     "[logging]": ((LoggingConfig,), frozenset()),

@@ -1,8 +1,12 @@
 """Load and validate payhook's TOML configuration.
 
 Each setting is declared once, as a field of its section's dataclass: the field's name is
-the TOML key, its annotation the type accepted, its default the default. The parser reads
-those declarations instead of repeating them, so adding a setting is adding a field.
+the TOML key, its annotation the type accepted (with pydantic's constraints and validators),
+its default the default. pydantic reads those declarations, the way payhook.settings says, so
+adding a setting is adding a field.
+
+The sections stay plain frozen dataclasses, validated only when a file is loaded: code and
+tests build them directly, and `dataclasses.replace` and `fields` work on them as before.
 """
 
 from __future__ import annotations
@@ -11,12 +15,24 @@ import logging
 import os
 import re
 import tomllib
-import types
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from functools import cache
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from .settings import NOT_A_KEY, problem, problems_of, toml_validator, without
 
 __all__ = [
     "Config",
@@ -46,8 +62,9 @@ RESERVED_SLUGS = frozenset({"healthz"})
 # An operator token guards replays: long enough that it cannot be guessed online.
 MIN_TOKEN_LENGTH = 16
 
-# Numeric settings must be greater than 0; a field with this metadata may also be 0.
-ZERO_ALLOWED: Mapping[str, Any] = {"minimum": 0}
+# Numbers must be greater than 0, unless a field says otherwise.
+Positive = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class ConfigError(Exception):
@@ -61,14 +78,119 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+def _is_env_reference(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"$env"} and isinstance(value["$env"], str)
+
+
+def _from_env(reference: Mapping[str, str], info: ValidationInfo) -> str | None:
+    """The variable's value; None when it is unset or empty and secrets are not required."""
+    name, context = reference["$env"], info.context or {}
+    value: str = context["environ"].get(name, "")
+    if not value and context["require_secrets"]:
+        raise problem(f"environment variable {name} is not set or empty; export it")
+    return value or None
+
+
+def _secret(value: Any, info: ValidationInfo) -> str | None:
+    """A string or `{ "$env" = "NAME" }`; the messages never show it."""
+    if not isinstance(value, str) and not _is_env_reference(value):
+        raise problem('must be a string or { "$env" = "NAME" }')
+    secret = _from_env(value, info) if _is_env_reference(value) else str(value)
+    if secret is not None and not secret.strip():
+        raise problem("is blank; give its value")
+    if secret is not None and secret != secret.strip():
+        # A secret read from a file or `echo` often carries its newline: a signing secret's
+        # HMAC would then never match, and every delivery fail with invalid_signature.
+        raise problem("has leading or trailing whitespace (a newline?); remove it")
+    return secret
+
+
+def _api_key(value: Any, info: ValidationInfo) -> str | None:
+    key = _secret(value, info)
+    if key is not None and key.startswith("whsec_"):
+        # Would fail every API call with 401; the two are easy to swap in a config.
+        raise problem("is a webhook signing secret (whsec_...), not an API key (sk_... or rk_...)")
+    return key
+
+
+def _token(value: Any, info: ValidationInfo) -> str | None:
+    token = _secret(value, info)
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise problem(
+            f"is shorter than {MIN_TOKEN_LENGTH} characters; use a random one, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token
+
+
+def _listed(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise problem('must be a non-empty list of secrets or { "$env" = "NAME" } tables')
+    return value
+
+
+def _set(secrets: tuple[str | None, ...]) -> tuple[str, ...]:
+    """Without those left unset by a command that needs none."""
+    return tuple(secret for secret in secrets if secret is not None)
+
+
+def _env_resolved(table: Any, info: ValidationInfo) -> Any:
+    """`table` with every `{ "$env" = "NAME" }` in it, at any depth, replaced by the value."""
+    errors: list[InitErrorDetails] = []
+
+    def resolved(value: Any, loc: tuple[int | str, ...]) -> Any:
+        if _is_env_reference(value):
+            try:
+                return _from_env(value, info)
+            except PydanticCustomError as exc:
+                errors.append(InitErrorDetails(type=exc, loc=loc, input=None))
+        elif isinstance(value, Mapping):
+            return {key: resolved(item, (*loc, key)) for key, item in value.items()}
+        elif isinstance(value, list):
+            return [resolved(item, (*loc, index)) for index, item in enumerate(value)]
+        return value
+
+    table = resolved(table, ())
+    if errors:
+        raise ValidationError.from_exception_data("plugin_config", errors)
+    return table
+
+
+def _slug(slug: str) -> str:
+    if not TENANT_SLUG.match(slug) or slug in RESERVED_SLUGS:
+        raise problem(
+            "bad tenant slug; use 1-63 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit (and not 'healthz')"
+        )
+    return slug
+
+
+def _database_url(url: str) -> str:
+    if not url.startswith(("sqlite", "postgresql")):
+        raise problem("must start with sqlite:// or postgresql+psycopg://")
+    return url
+
+
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise problem(f"must be an http:// or https:// URL, got {url!r}")
+    return url
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+Secrets = Annotated[
+    tuple[Annotated[str, PlainValidator(_secret)], ...], BeforeValidator(_listed), AfterValidator(_set)
+]
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
-    url: str = "sqlite:///payhook.db"
+    url: Annotated[str, AfterValidator(_database_url)] = "sqlite:///payhook.db"
     # "normal" in WAL mode survives a crash of the process; "full" also survives power loss.
     sqlite_synchronous: Literal["normal", "full"] = "full"
-    busy_timeout_ms: int = field(default=5000, metadata=ZERO_ALLOWED)
-    pool_size: int = 10
-    connect_timeout: float = 5.0
+    busy_timeout_ms: Annotated[int, Field(ge=0)] = 5000
+    pool_size: Positive = 10
+    connect_timeout: PositiveFloat = 5.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,35 +199,54 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    max_body_bytes: int = 1024 * 1024
-    signature_tolerance: int = 300
+    max_body_bytes: Positive = 1024 * 1024
+    signature_tolerance: Positive = 300
     # Seconds for the whole body once the headers are in: a sender that stalls mid-body
     # holds a connection and a request task, so it gets 408 instead of waiting forever.
-    body_timeout: float = 10.0
+    body_timeout: PositiveFloat = 10.0
     # Seconds an ingest write may wait on the store before the delivery is answered 503.
-    store_timeout: float = 10.0
+    store_timeout: PositiveFloat = 10.0
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
-    backoff_base: float = 10.0
-    backoff_cap: float = 3600.0
+    max_attempts: Positive = 8
+    backoff_base: PositiveFloat = 10.0
+    backoff_cap: PositiveFloat = 3600.0
 
 
 @dataclass(frozen=True)
-class ProcessingConfig:
+class ProcessingConfig(RetryPolicy):
+    """`[processing]`: its keys, and the retry policy (the fields it inherits) of every
+    plugin without one in `plugins` (`[processing.plugins.<name>]`)."""
+
     mode: ProcessingMode = "queued"
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    plugin_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
-    lease_seconds: float = 60.0
-    concurrency: int = 4
-    batch_size: int = 16
-    poll_interval: float = 0.5
+    plugins: Mapping[str, RetryPolicy] = field(default_factory=dict)
+    lease_seconds: PositiveFloat = 60.0
+    concurrency: Positive = 4
+    batch_size: Positive = 16
+    poll_interval: PositiveFloat = 0.5
     worker: bool = True
 
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.backoff_base, self.backoff_cap)
+
     def retry_for(self, plugin: str) -> RetryPolicy:
-        return self.plugin_retry.get(plugin, self.retry)
+        return self.plugins.get(plugin, self.retry)
+
+
+def _overrides_of_processing(data: Any, handler: ValidatorFunctionWrapHandler) -> ProcessingConfig:
+    """A plugin's override starts from [processing]'s policy, not the built-in one."""
+    processing: ProcessingConfig = handler(data)
+    given = data.get("plugins", {})  # checked by now: a table of tables
+    return replace(
+        processing,
+        plugins={
+            name: replace(processing.retry, **{key: getattr(policy, key) for key in given[name]})
+            for name, policy in processing.plugins.items()
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -113,27 +254,29 @@ class StripeConfig:
     """`[stripe]`: how every tenant's API client reaches Stripe."""
 
     # None: the SDK's own (https://api.stripe.com); a stripe-mock or a local fake otherwise.
-    api_base: str | None = None
+    api_base: Annotated[str | None, AfterValidator(_http_url)] = None
     # The SDK retries 409, 429, 5xx and network errors itself, with backoff and Retry-After.
-    max_network_retries: int = field(default=2, metadata=ZERO_ALLOWED)
-    timeout: float = 30.0
+    max_network_retries: Annotated[int, Field(ge=0)] = 2
+    timeout: PositiveFloat = 30.0
     # Calls per second per tenant that `ctx.fetch_latest()` may make (Stripe allows 25 in
     # test mode, 100 live, per account).
-    rate_limit: float = 25.0
+    rate_limit: PositiveFloat = 25.0
 
 
 @dataclass(frozen=True)
 class TenantConfig:
-    slug: str
-    webhook_secrets: tuple[str, ...]
-    plugins: tuple[str, ...] = ()
+    slug: str = field(metadata=NOT_A_KEY)  # the table's name
+    webhook_secrets: Secrets
+    plugins: Annotated[tuple[str, ...], AfterValidator(lambda names: tuple(dict.fromkeys(names)))] = ()
     active: bool = True
     mode: ProcessingMode | None = None
-    plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    plugin_config: Mapping[str, Annotated[Mapping[str, Any], BeforeValidator(_env_resolved)]] = field(
+        default_factory=dict
+    )
     # Signing secrets of the tenant's thin-event destination; none: no POST /<slug>/thin.
-    thin_webhook_secrets: tuple[str, ...] = ()
+    thin_webhook_secrets: Secrets = ()
     # The tenant's API key (a restricted one will do); None: handlers get no ctx.stripe.
-    stripe_api_key: str | None = field(default=None, repr=False)
+    stripe_api_key: Annotated[str | None, PlainValidator(_api_key)] = field(default=None, repr=False)
     # A Connect account the client acts on (the Stripe-Account header).
     stripe_account: str | None = None
     livemode: LivemodePolicy = "both"
@@ -153,14 +296,18 @@ class TenantConfig:
         return self.plugin_config.get(plugin, {})
 
 
+def _named(tenants: Mapping[str, TenantConfig]) -> dict[str, TenantConfig]:
+    return {slug: replace(tenant, slug=slug) for slug, tenant in tenants.items()}
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """`[operator]`: the status page and metrics app that `payhook serve` also serves."""
 
     host: str = "127.0.0.1"
-    port: int = 9300
+    port: Annotated[int, Field(gt=0, le=65535)] = 9300
     # Guards every page and action. None only in a config loaded with require_secrets=False.
-    token: str | None = field(default=None, repr=False)
+    token: Annotated[str | None, PlainValidator(_token)] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -173,13 +320,15 @@ class LoggingConfig:
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
-    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
-    tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    processing: Annotated[ProcessingConfig, WrapValidator(_overrides_of_processing)] = field(
+        default_factory=ProcessingConfig
+    )
+    tenants: Annotated[Mapping[Slug, TenantConfig], AfterValidator(_named)] = field(default_factory=dict)
     # None when the file has no [operator] table: nothing extra is served.
     operator: OperatorConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     stripe: StripeConfig = field(default_factory=StripeConfig)
-    source: str = "<config>"
+    source: str = field(default="<config>", metadata=NOT_A_KEY)
 
     def mode_for(self, tenant: TenantConfig) -> ProcessingMode:
         return tenant.mode or self.processing.mode
@@ -200,11 +349,26 @@ class Config:
         is left out (a secret) or None (a plugin setting, the operator token). For commands
         that never verify a signature, run on hosts that do not hold the secrets.
         """
-        parser = _Parser(source, os.environ if environ is None else environ, base_dir, require_secrets)
-        config = parser.parse(data)
-        if parser.problems:
-            raise ConfigError(parser.problems, config)
+        environ = os.environ if environ is None else environ
+        context = {"environ": environ, "require_secrets": require_secrets}
+        try:
+            config: Config | None = _CONFIG.validate_python(data, context=context)
+            problems = []
+        except ValidationError as exc:
+            problems = problems_of(exc.errors(), data, missing=_MISSING)
+            config = _readable(data, context)
+        if config is not None:
+            problems += [f"{key}: {message}" for key, message in _mismatches(config, data)]
+            database = replace(config.database, url=_next_to(base_dir, config.database.url))
+            config = replace(config, database=database, source=source)
+            _warn_about_secrets(config, data, environ)
+        if problems or config is None:
+            raise ConfigError([f"{source}: {problem}" for problem in problems], config)
         return config
+
+
+_CONFIG = toml_validator(Config)
+_MISSING = {"webhook_secrets": "list the endpoint's signing secrets (whsec_...)"}
 
 
 def load_config(
@@ -229,366 +393,75 @@ def load_config(
     )
 
 
-@dataclass(frozen=True)
-class _Setting:
-    """What a plain (scalar) field accepts, read from its declaration."""
-
-    kind: type
-    choices: tuple[Any, ...]
-    minimum: float | None
-
-
-@cache
-def _settings(cls: type) -> dict[str, _Setting]:
-    """The scalar fields of a config dataclass: the keys a TOML table sets directly."""
-    # This module's names, not those of cls.__module__: payhook's public names are
-    # re-homed to "payhook" for stable reprs, and "payhook" does not know ProcessingMode.
-    hints = get_type_hints(cls, globalns=globals())
-    found = {}
-    for item in fields(cls):
-        hint = _without_none(hints[item.name])
-        if get_origin(hint) is Literal:
-            found[item.name] = _Setting(str, get_args(hint), None)
-        elif hint in (bool, int, float, str):
-            found[item.name] = _Setting(hint, (), item.metadata.get("minimum"))
-    return found
-
-
-def _without_none(hint: Any) -> Any:
-    """`X` for `X | None`: TOML has no null, so the None only means "not given"."""
-    if get_origin(hint) in (Union, types.UnionType):
-        rest = [arg for arg in get_args(hint) if arg is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return hint
-
-
-def _field_names(cls: type) -> frozenset[str]:
-    return frozenset(item.name for item in fields(cls))
-
-
-# Tables that are not a scalar field are named here; every scalar key comes from _settings.
-_SECTIONS = _field_names(Config) - {"source"}
-_TENANT_KEYS = _field_names(TenantConfig) - {"slug"}  # the slug is the table's name
-_RETRY_KEYS = frozenset(_settings(RetryPolicy))
-_PROCESSING_KEYS = frozenset(_settings(ProcessingConfig)) | _RETRY_KEYS | {"plugins"}
-
-_INVALID = object()  # a value that was reported as a problem; its default applies
-
-
-def _either(choices: tuple[Any, ...]) -> str:
-    quoted = [f'"{choice}"' for choice in choices]
-    return " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
-
-
-def _is_env_reference(value: Any) -> bool:
-    return isinstance(value, Mapping) and set(value) == {"$env"} and isinstance(value["$env"], str)
-
-
-class _Parser:
-    def __init__(
-        self, source: str, environ: Mapping[str, str], base_dir: Path | None, require_secrets: bool = True
-    ) -> None:
-        self.source = source
-        self.environ = environ
-        self.base_dir = base_dir
-        self.require_secrets = require_secrets
-        self.problems: list[str] = []
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.source}: {key}: {message}")
-
-    def table(self, data: Any, key: str, allowed: frozenset[str]) -> Mapping[str, Any]:
-        if not isinstance(data, Mapping):
-            self.problem(key, "must be a table")
-            return {}
-        for unknown in sorted(set(data) - allowed):
-            name = f"{key}.{unknown}" if key else unknown
-            self.problem(name, f"unknown key; expected one of {', '.join(sorted(allowed))}")
-        return data
-
-    def settings(self, cls: type, table: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-        """The valid values `table` gives for the scalar fields of `cls`.
-
-        Keys that are absent or invalid are left out, so the dataclass default applies;
-        invalid ones are reported.
-        """
-        values = {}
-        for name, setting in _settings(cls).items():
-            if name in table:
-                value = self.check(table[name], setting, f"{prefix}.{name}")
-                if value is not _INVALID:
-                    values[name] = value
-        return values
-
-    def check(self, value: Any, setting: _Setting, key: str) -> Any:
-        if setting.choices:
-            if value in setting.choices and isinstance(value, setting.kind):
-                return value
-            self.problem(key, f"must be {_either(setting.choices)}, got {value!r}")
-            return _INVALID
-        kind = setting.kind
-        # bool is an int in Python, but `max_attempts = true` is a typo, not a number.
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float, str)):
-            ok = False
-        elif kind is float and isinstance(value, int):
-            value, ok = float(value), True
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
-            self.problem(key, f"must be {kind.__name__}, got {value!r}")
-            return _INVALID
-        if kind in (int, float):
-            if setting.minimum is None and value <= 0:
-                self.problem(key, f"must be greater than 0, got {value!r}")
-                return _INVALID
-            if setting.minimum is not None and value < setting.minimum:
-                self.problem(key, f"must be at least {setting.minimum}, got {value!r}")
-                return _INVALID
-        return value
-
-    def parse(self, data: Mapping[str, Any]) -> Config:
-        root = self.table(data, "", _SECTIONS)
-        return Config(
-            database=self.database(root.get("database", {})),
-            ingest=self.ingest(root.get("ingest", {})),
-            processing=self.processing(root.get("processing", {})),
-            tenants=self.tenants(root.get("tenants", {})),
-            operator=self.operator(root["operator"]) if "operator" in root else None,
-            logging=self.logging(root.get("logging", {})),
-            stripe=self.stripe(root.get("stripe", {})),
-            source=self.source,
-        )
-
-    def database(self, data: Any) -> DatabaseConfig:
-        table = self.table(data, "database", frozenset(_settings(DatabaseConfig)))
-        config = DatabaseConfig(**self.settings(DatabaseConfig, table, "database"))
-        if not config.url.startswith(("sqlite", "postgresql")):
-            self.problem("database.url", "must start with sqlite:// or postgresql+psycopg://")
-        return replace(config, url=self.resolve_sqlite_path(config.url))
-
-    def resolve_sqlite_path(self, url: str) -> str:
-        # A relative SQLite path means "next to the config file", not "wherever I was started".
-        prefix = "sqlite:///"
-        if self.base_dir is None or not url.startswith(prefix):
-            return url
-        path = url[len(prefix) :]
-        if not path or path.startswith("/") or path == ":memory:":
-            return url
-        return prefix + str((self.base_dir / path).resolve())
-
-    def ingest(self, data: Any) -> IngestConfig:
-        table = self.table(data, "ingest", frozenset(_settings(IngestConfig)))
-        return IngestConfig(**self.settings(IngestConfig, table, "ingest"))
-
-    def operator(self, data: Any) -> OperatorConfig:
-        table = self.table(data, "operator", frozenset(_settings(OperatorConfig)))
-        scalars = {name: value for name, value in table.items() if name != "token"}
-        config = OperatorConfig(**self.settings(OperatorConfig, scalars, "operator"))
-        if config.port > 65535:
-            self.problem("operator.port", f"must be a TCP port (1-65535), got {config.port}")
-        if "token" not in table:
-            self.problem("operator.token", 'missing; set token = { "$env" = "PAYHOOK_OPERATOR_TOKEN" }')
+def _readable(data: Mapping[str, Any], context: dict[str, Any]) -> Config | None:
+    """What `data` gives once every invalid value is left out (its default then applies)."""
+    lenient = {**context, "require_secrets": False}  # unset variables were reported already
+    for _ in range(5):
+        try:
+            config: Config = _CONFIG.validate_python(data, context=lenient)
             return config
-        token = self.token(table["token"], "operator.token")
-        return replace(config, token=token)
+        except ValidationError as exc:
+            data = without(data, [error["loc"] for error in exc.errors()])
+    return None
 
-    def token(self, item: Any, key: str) -> str | None:
-        """The operator token: like a signing secret, and long enough not to be guessed."""
-        if not isinstance(item, str) and not _is_env_reference(item):
-            self.problem(key, 'must be a string or { "$env" = "NAME" }')
-            return None
-        token: str | None = self.resolve_env(item, key)
-        if token is None:
-            return None
-        if token != token.strip() or not token.strip():
-            self.problem(key, "is blank or has leading or trailing whitespace (a newline?); remove it")
-            return None
-        if len(token) < MIN_TOKEN_LENGTH:
-            self.problem(
-                key,
-                f"is shorter than {MIN_TOKEN_LENGTH} characters; use a random one, e.g. "
-                "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
-            )
-            return None
-        return token
 
-    def logging(self, data: Any) -> LoggingConfig:
-        table = self.table(data, "logging", frozenset(_settings(LoggingConfig)))
-        return LoggingConfig(**self.settings(LoggingConfig, table, "logging"))
-
-    def stripe(self, data: Any) -> StripeConfig:
-        table = self.table(data, "stripe", frozenset(_settings(StripeConfig)))
-        config = StripeConfig(**self.settings(StripeConfig, table, "stripe"))
-        if config.api_base is not None and not config.api_base.startswith(("http://", "https://")):
-            self.problem("stripe.api_base", f"must be an http:// or https:// URL, got {config.api_base!r}")
-            config = replace(config, api_base=None)
-        return config
-
-    def retry(self, table: Mapping[str, Any], prefix: str, default: RetryPolicy) -> RetryPolicy:
-        policy = replace(default, **self.settings(RetryPolicy, table, prefix))
+def _mismatches(config: Config, data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Problems between keys, in what could be read."""
+    policies = {"processing": config.processing.retry}
+    policies |= {f"processing.plugins.{name}": policy for name, policy in config.processing.plugins.items()}
+    for key, policy in policies.items():
         if policy.backoff_cap < policy.backoff_base:
-            self.problem(f"{prefix}.backoff_cap", "must be at least backoff_base")
-        return policy
-
-    def processing(self, data: Any) -> ProcessingConfig:
-        table = self.table(data, "processing", _PROCESSING_KEYS)
-        retry = self.retry(table, "processing", RetryPolicy())
-        plugin_retry: dict[str, RetryPolicy] = {}
-        overrides = table.get("plugins", {})
-        if not isinstance(overrides, Mapping):
-            self.problem("processing.plugins", "must be a table of [processing.plugins.<name>] tables")
-            overrides = {}
-        for name, override in overrides.items():
-            prefix = f"processing.plugins.{name}"
-            # A plugin's override starts from [processing]'s policy, not the built-in one.
-            plugin_retry[name] = self.retry(self.table(override, prefix, _RETRY_KEYS), prefix, retry)
-        return ProcessingConfig(
-            retry=retry,
-            plugin_retry=plugin_retry,
-            **self.settings(ProcessingConfig, table, "processing"),
-        )
-
-    def tenants(self, data: Any) -> dict[str, TenantConfig]:
-        if not isinstance(data, Mapping):
-            self.problem("tenants", "must be a table of [tenants.<slug>] sections")
-            return {}
-        tenants = {}
-        for slug, body in data.items():
-            key = f"tenants.{slug}"
-            if not TENANT_SLUG.match(slug) or slug in RESERVED_SLUGS:
-                self.problem(
-                    key,
-                    "bad tenant slug; use 1-63 lowercase letters, digits, '-' or '_', "
-                    "starting with a letter or digit (and not 'healthz')",
-                )
-                continue
-            tenants[slug] = self.tenant(slug, self.table(body, key, _TENANT_KEYS), key)
-        return tenants
-
-    def tenant(self, slug: str, table: Mapping[str, Any], key: str) -> TenantConfig:
-        secrets = self.secrets(table.get("webhook_secrets"), f"{key}.webhook_secrets")
-        plugins = table.get("plugins", [])
-        if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-            self.problem(f"{key}.plugins", 'must be a list of plugin names, e.g. ["registration"]')
-            plugins = []
-        plugin_config = table.get("plugin_config", {})
-        if not isinstance(plugin_config, Mapping) or not all(
-            isinstance(v, Mapping) for v in plugin_config.values()
-        ):
-            self.problem(f"{key}.plugin_config", "must be a table of [.plugin_config.<plugin>] tables")
-            plugin_config = {}
-        for name in plugin_config:
-            if name not in plugins:
-                self.problem(
+            yield f"{key}.backoff_cap", "must be at least backoff_base"
+    for slug, tenant in config.tenants.items():
+        key, table = f"tenants.{slug}", data["tenants"][slug]
+        for name in tenant.plugin_config:
+            if name not in tenant.plugins:
+                yield (
                     f"{key}.plugin_config.{name}",
                     f"configures plugin {name!r}, which is not in {key}.plugins; add it or remove this table",
                 )
-        thin = table.get("thin_webhook_secrets")
-        thin_secrets = () if thin is None else self.secrets(thin, f"{key}.thin_webhook_secrets")
-        if thin is not None and "stripe_api_key" not in table:
+        if "thin_webhook_secrets" in table and "stripe_api_key" not in table:
             # A thin event names its object without holding it: handlers must fetch it.
-            self.problem(
+            yield (
                 f"{key}.thin_webhook_secrets",
                 f"thin events need an API key to fetch what they refer to; set {key}.stripe_api_key",
             )
-        api_key = (
-            self.api_key(table["stripe_api_key"], f"{key}.stripe_api_key")
-            if "stripe_api_key" in table
-            else None
-        )
-        scalars = {name: value for name, value in table.items() if name not in ("slug", "stripe_api_key")}
-        return TenantConfig(
-            slug=slug,
-            webhook_secrets=tuple(secrets),
-            thin_webhook_secrets=tuple(thin_secrets),
-            stripe_api_key=api_key,
-            plugins=tuple(dict.fromkeys(plugins)),
-            plugin_config={
-                name: self.resolve_env(value, f"{key}.plugin_config.{name}")
-                for name, value in plugin_config.items()
-            },
-            **self.settings(TenantConfig, scalars, key),
-        )
+    if config.operator is not None and "token" not in data["operator"]:
+        yield "operator.token", 'missing; set token = { "$env" = "PAYHOOK_OPERATOR_TOKEN" }'
 
-    def api_key(self, item: Any, key: str) -> str | None:
-        """A tenant's Stripe API key; like a secret, never shown in a message."""
-        if not isinstance(item, str) and not _is_env_reference(item):
-            self.problem(key, 'must be a string or { "$env" = "NAME" }')
-            return None
-        api_key: str | None = self.resolve_env(item, key)
-        if api_key is None:
-            return None
-        if api_key != api_key.strip() or not api_key.strip():
-            self.problem(key, "is blank or has leading or trailing whitespace (a newline?); remove it")
-            return None
-        if api_key.startswith("whsec_"):
-            # Would fail every API call with 401; the two are easy to swap in a config.
-            self.problem(key, "is a webhook signing secret (whsec_...), not an API key (sk_... or rk_...)")
-            return None
-        if not api_key.startswith(("sk_", "rk_")):
+
+def _warn_about_secrets(config: Config, data: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """A secret that does not look like what its key says loads, with a warning naming the key
+    (the key as written: an earlier secret left unset does not shift its index)."""
+
+    def value(item: Any) -> str:
+        text = environ.get(item["$env"], "") if _is_env_reference(item) else item
+        return text if isinstance(text, str) and text.strip() and text == text.strip() else ""
+
+    for slug in config.tenants:
+        table = data["tenants"][slug]
+        for name in ("webhook_secrets", "thin_webhook_secrets"):
+            items = table.get(name)
+            for index, item in enumerate(items if isinstance(items, list) else []):
+                if value(item) and not value(item).startswith("whsec_"):
+                    log.warning(
+                        "%s: tenants.%s.%s[%d]: does not start with whsec_ as Stripe's endpoint signing "
+                        "secrets do; check that it is the endpoint's secret and not an API key",
+                        *(config.source, slug, name, index),
+                    )
+        key = value(table.get("stripe_api_key"))
+        if key and not key.startswith(("sk_", "rk_", "whsec_")):
             log.warning(
-                "%s: %s: does not start with sk_ or rk_ as Stripe's secret and restricted keys do",
-                self.source,
-                key,
+                "%s: tenants.%s.stripe_api_key: does not start with sk_ or rk_ as Stripe's secret "
+                "and restricted keys do",
+                *(config.source, slug),
             )
-        return api_key
 
-    def resolve_env(self, value: Any, key: str) -> Any:
-        """`value` with every `{ "$env" = "NAME" }` in it replaced by that variable's value.
 
-        A variable that is unset or empty is a problem (reported) and resolves to None.
-        """
-        if _is_env_reference(value):
-            name = value["$env"]
-            resolved = self.environ.get(name, "")
-            if not resolved:
-                if self.require_secrets:
-                    self.problem(key, f"environment variable {name} is not set or empty; export it")
-                return None
-            return resolved
-        if isinstance(value, Mapping):
-            return {k: self.resolve_env(v, f"{key}.{k}") for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.resolve_env(item, f"{key}[{i}]") for i, item in enumerate(value)]
-        return value
-
-    def secrets(self, value: Any, key: str) -> list[str]:
-        if value is None:
-            self.problem(key, "missing; list the endpoint's signing secrets (whsec_...)")
-            return []
-        if not isinstance(value, list) or not value:
-            self.problem(key, 'must be a non-empty list of secrets or { "$env" = "NAME" } tables')
-            return []
-        secrets = []
-        for index, item in enumerate(value):
-            secret = self.secret(item, f"{key}[{index}]")
-            if secret is not None:
-                secrets.append(secret)
-        return secrets
-
-    def secret(self, item: Any, key: str) -> str | None:
-        """One signing secret, or None when it was reported; messages never show the secret."""
-        if not isinstance(item, str) and not _is_env_reference(item):
-            self.problem(key, 'must be a non-empty string or { "$env" = "NAME" }')
-            return None
-        # A string stays itself; a reference becomes the variable's value or None.
-        secret: str | None = self.resolve_env(item, key)
-        if secret is None:
-            return None
-        if not secret.strip():
-            self.problem(key, "is blank; give the endpoint's signing secret (whsec_...)")
-            return None
-        if secret != secret.strip():
-            # A secret read from a file or `echo` often carries its newline; the HMAC would
-            # then never match and every delivery would fail with invalid_signature.
-            self.problem(key, "has leading or trailing whitespace (a newline?); remove it")
-            return None
-        if not secret.startswith("whsec_"):
-            log.warning(
-                "%s: %s: does not start with whsec_ as Stripe's endpoint signing secrets do; "
-                "check that it is the endpoint's secret and not an API key",
-                self.source,
-                key,
-            )
-        return secret
+def _next_to(base_dir: Path | None, url: str) -> str:
+    """A relative SQLite path means "next to the config file", not "wherever I was started"."""
+    prefix = "sqlite:///"
+    path = url.removeprefix(prefix)
+    if base_dir is None or path == url or not path or path.startswith("/") or path == ":memory:":
+        return url
+    return prefix + str((base_dir / path).resolve())

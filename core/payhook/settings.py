@@ -1,34 +1,75 @@
-"""Plugins' per-tenant settings: declared as a dataclass, read and checked at start.
+"""Reading TOML tables into declared classes with pydantic; plugins' per-tenant settings.
 
-A plugin's `plugin_settings` hook returns a class; each tenant's
+A class's annotations are the schema and pydantic checks a table against them, the way a
+TOML file needs: its scalars are taken as they are (no "5" for 5, no `true` for 1: pydantic's
+strict mode), while its arrays fill tuples and sets, and its tables dataclasses (the lax
+mode); an unknown key is a mistake, named with the keys expected; and every mistake is one
+line, `<key>: <what is wrong>`, all of them at once.
+
+A plugin's `plugin_settings` hook returns a dataclass (or a pydantic model); each tenant's
 `[tenants.<slug>.plugin_config.<plugin>]` table is read into an instance of it when payhook
-loads its configuration, and every problem is reported with its full key at once, before
-any event arrives. The annotations are the schema: str, int, float, bool, Literal[...],
-lists, tuples and sets of those, dict[str, X], nested dataclasses, X | None, and TOML's
-dates and times. A pydantic model works too (payhook calls its `model_validate`), for a
-plugin that already uses pydantic; payhook itself does not need it.
-
-One key belongs to payhook in every plugin's table: `events`, the event types (or fnmatch
-patterns) the tenant wants this plugin to get runs for. A settings class may declare an
-`events` field to read it as well; its default is then the filter when the key is absent.
+loads its configuration, before any event arrives. One key belongs to payhook in every
+plugin's table: `events`, the event types (or fnmatch patterns) the tenant wants this plugin
+to get runs for. A settings class may declare an `events` field to read it as well; its
+default is then the filter when the key is absent.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import fnmatch
-import types
-from collections.abc import Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from functools import cache
+from typing import Annotated, Any, cast
 
-__all__ = ["EVENTS_KEY", "InvalidSetting", "PluginSettings", "matches", "read_settings"]
+from pydantic import BeforeValidator, PlainValidator, PydanticUserError, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, SchemaValidator
+
+__all__ = [
+    "EVENTS_KEY",
+    "NOT_A_KEY",
+    "InvalidSetting",
+    "PluginSettings",
+    "matches",
+    "problem",
+    "problems_of",
+    "read_settings",
+    "toml_validator",
+    "without",
+]
 
 EVENTS_KEY = "events"
 # A value shown in a message is cut short: it may be long, and it may be someone's secret.
 SHOWN_LENGTH = 60
+# Field metadata: set by whoever reads the table (a tenant's slug is its table's name), not
+# by a key in it. A required one is "" until then.
+NOT_A_KEY: Mapping[str, Any] = {"not_a_key": True}
+
+_PROBLEM = "payhook"  # the error type of payhook's own checks: their message is said as is
+_SCALARS = frozenset({"bool", "int", "float", "str", "bytes", "date", "datetime", "time", "timedelta"})
+# What a value must be, by the kind of pydantic's error about it ("int_type": "int").
+_NOUNS = {
+    kind: noun
+    for noun, kinds in {
+        "int": "int int_from_float",
+        "float": "float",
+        "bool": "bool",
+        "str": "string",
+        "a date": "date",
+        "a datetime": "datetime",
+        "a time": "time",
+        "a list": "list tuple set frozen_set",
+        "a table": "dict dataclass dataclass_exact model model_attributes",
+    }.items()
+    for kind in kinds.split()
+}
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
 
 
 class InvalidSetting(ValueError):
@@ -63,28 +104,211 @@ def matches(event_type: str, patterns: Sequence[str]) -> bool:
     return any(pattern == event_type or fnmatch.fnmatchcase(event_type, pattern) for pattern in patterns)
 
 
+def problem(message: str) -> PydanticCustomError:
+    """What a validator raises to report one problem, in these words (never the value)."""
+    return PydanticCustomError(_PROBLEM, message)
+
+
+@cache
+def toml_validator(kind: Any) -> SchemaValidator:
+    """pydantic's validator for `kind`, reading TOML as the module's docstring says."""
+    return SchemaValidator(_for_toml(TypeAdapter(kind).core_schema))
+
+
+def _for_toml(node: Any) -> Any:
+    """pydantic's core schema, strict about scalars only, refusing unknown keys."""
+    if isinstance(node, list):
+        return [_for_toml(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _for_toml(value) for key, value in node.items()}
+    if node.get("type") in _SCALARS:
+        node.setdefault("strict", True)
+    if node.get("type") in ("dataclass", "model"):
+        check = {"type": "no-info", "function": _refusing_unknown_keys(node["cls"])}
+        wrapper = {"type": "function-wrap", "function": check, "schema": node}
+        if "ref" in node:  # what other parts of the schema point to is the checked table
+            wrapper["ref"] = node.pop("ref")
+        return wrapper
+    return node
+
+
+def _refusing_unknown_keys(cls: Any) -> Callable[[Any, Callable[[Any], Any]], Any]:
+    if dataclasses.is_dataclass(cls):
+        declared = [item for item in dataclasses.fields(cls) if item.init]
+        keys = [item.name for item in declared if not item.metadata.get("not_a_key")]
+        filled = {item.name: "" for item in declared if item.name not in keys and _required(item)}
+    else:
+        keys, filled = list(cls.model_fields), {}
+    expected = f"one of {', '.join(sorted(keys))}" if keys else "none: it has no settings"
+
+    def validate(data: Any, handler: Callable[[Any], Any]) -> Any:
+        if not isinstance(data, Mapping):
+            return handler(data)
+        unknown = sorted(key for key in data if key not in keys)
+        known = {**filled, **{key: value for key, value in data.items() if key in keys}}
+        if not unknown:
+            return handler(known)
+        # The known keys are checked all the same: every problem is reported at once.
+        errors = [_details(f"unknown key; expected {expected}", (key,), input=key) for key in unknown]
+        try:
+            handler(known)
+        except ValidationError as exc:
+            errors += [_details(error["msg"], error["loc"], error) for error in exc.errors()]
+        raise ValidationError.from_exception_data(cls.__name__, errors)
+
+    return validate
+
+
+def _required(item: dataclasses.Field[Any]) -> bool:
+    return item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+
+
+def _details(
+    message: str, loc: tuple[int | str, ...], error: ErrorDetails | None = None, input: Any = None
+) -> InitErrorDetails:
+    """An error to raise again among others: its type, context and value are kept."""
+    if error is None:
+        return InitErrorDetails(type=problem(message), loc=loc, input=input)
+    kind = PydanticCustomError(error["type"], message, error.get("ctx"))
+    return InitErrorDetails(type=kind, loc=loc, input=error["input"])
+
+
+def problems_of(
+    errors: list[ErrorDetails], data: Any, where: str = "", missing: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per mistake pydantic found in `data` (read at the key `where`).
+
+    `missing` says what to do about a required key that is absent, by its name.
+    """
+    found: dict[str, list[ErrorDetails]] = {}
+    for error in errors:
+        path = present(error["loc"], data)
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, InvalidSetting):
+            path.append(cause.key)
+        elif error["type"] == "missing":
+            path.append(error["loc"][-1])
+        key = where + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+        # A union's members each report the value: one line says what it must be instead.
+        found.setdefault(key.removeprefix("."), []).append(error)
+    return [f"{key}: {_said(errors, missing or {})}" for key, errors in found.items()]
+
+
+def _said(errors: list[ErrorDetails], missing: Mapping[str, str]) -> str:
+    first, kind = errors[0], errors[0]["type"]
+    context = first.get("ctx") or {}
+    got = f", got {_shown(first['input'])}"
+    if kind == "value_error":
+        cause = context["error"]
+        return cause.message if isinstance(cause, InvalidSetting) else str(cause)
+    if kind == "missing":
+        return f"missing; {missing.get(str(first['loc'][-1]), 'this setting has no default')}"
+    if kind == "literal_error":
+        expected = str(context["expected"]).replace("'", '"')
+        return f"must be {expected}{got}"
+    if kind in _BOUNDS:
+        name, words = _BOUNDS[kind]
+        return f"must be {words} {context[name]}{got}"
+    nouns = [_NOUNS.get(error["type"].removesuffix("_type").removesuffix("_parsing")) for error in errors]
+    if kind != _PROBLEM and all(nouns):
+        return f"must be {' or '.join(dict.fromkeys(str(noun) for noun in nouns))}{got}"
+    return first["msg"]  # payhook's own words, or pydantic's: never the value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_LENGTH else text[: SHOWN_LENGTH - 1] + "…"
+
+
+def present(loc: tuple[int | str, ...], data: Any) -> list[int | str]:
+    """The parts of pydantic's `loc` that are keys or indexes in `data`: not the names it
+    gives a union's members, nor `[key]`."""
+    path: list[int | str] = []
+    node: Any = data
+    for part in loc:
+        if (isinstance(node, Mapping) and part in node) or (isinstance(node, list) and isinstance(part, int)):
+            path.append(part)
+            node = cast(Any, node)[part]
+    return path
+
+
+def without(data: Any, locs: list[tuple[int | str, ...]]) -> Any:
+    """`data` without what is at each of `locs` (the table holding a missing key goes)."""
+    gone = object()
+
+    def remove(node: Any, path: list[int | str]) -> Any:
+        if not path:
+            return gone
+        head, *rest = path
+        if isinstance(node, dict):
+            return {key: remove(value, rest) if key == head else value for key, value in node.items()}
+        return [remove(value, rest) if index == head else value for index, value in enumerate(node)]
+
+    def pruned(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: pruned(value) for key, value in node.items() if value is not gone}
+        if isinstance(node, list):
+            return [pruned(value) for value in node if value is not gone]
+        return node
+
+    for loc in locs:
+        data = remove(data, present(loc, data))
+    return pruned(data)
+
+
+def _event_type(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise problem(f"must be an event type, got {_shown(value)}")
+    return value
+
+
+def _event_types(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise problem(f'must be a list of event types, e.g. ["charge.dispute.*"], got {_shown(value)}')
+    return value
+
+
+_EVENT_TYPES = Annotated[
+    tuple[Annotated[str, PlainValidator(_event_type)], ...], BeforeValidator(_event_types)
+]
+
+
 def read_settings(cls: type | None, table: Mapping[str, Any], where: str) -> PluginSettings:
     """Read `table` (found at the key `where`) into `cls`, and the core's `events` key."""
-    reader = _Reader()
-    events = reader.events(table.get(EVENTS_KEY, _ABSENT), f"{where}.{EVENTS_KEY}")
+    events, problems = None, list[str]()
+    if EVENTS_KEY in table:
+        events, problems = _read(_EVENT_TYPES, table[EVENTS_KEY], f"{where}.{EVENTS_KEY}")
     if cls is None:
-        return PluginSettings(None, events, tuple(reader.problems))
+        return PluginSettings(None, events, tuple(problems))
     # The class sees `events` only if it declares it, and not once payhook refused it.
     declares_events = EVENTS_KEY in _field_names(cls)
-    passes_events = declares_events and not reader.problems
+    passes_events = declares_events and not problems
     own = dict(table) if passes_events else {k: v for k, v in table.items() if k != EVENTS_KEY}
-    value = reader.settings(cls, own, where)
-    if value is _INVALID or value is _UNRESOLVED:
-        return PluginSettings(None, events, tuple(reader.problems))
-    if declares_events and events is None:
+    value, more = _read(cls, own, where)
+    if declares_events and events is None and value is not None:
         events = _declared_events(getattr(value, EVENTS_KEY, None))
-    return PluginSettings(value, events, tuple(reader.problems))
+    return PluginSettings(value, events, tuple(problems + more))
 
 
-def _declared_events(value: Any) -> tuple[str, ...] | None:
-    if isinstance(value, (list, tuple, frozenset, set)) and all(isinstance(item, str) for item in value):
-        return tuple(value)
-    return None
+def _read(kind: Any, value: Any, where: str) -> tuple[Any, list[str]]:
+    """(`value` read as `kind`, or None; its problems).
+
+    A None is a `{ "$env" = ... }` left unset by a command that loads the file without
+    secrets (`payhook db upgrade`): TOML has no null. What holds one is checked as far as
+    it can be, and not built.
+    """
+    try:
+        read = toml_validator(kind).validate_python(value)
+    except ValidationError as exc:
+        errors = [error for error in exc.errors() if error["input"] is not None]
+        return None, problems_of(errors, value, where)
+    except TypeError as exc:  # from a __post_init__
+        return None, [f"{where}: {exc}"]
+    except PydanticUserError as exc:  # an annotation pydantic cannot read
+        reason = str(exc).splitlines()[0]
+        return None, [f"{where}: payhook cannot read the plugin's settings class: {reason}"]
+    return (None if _holds_none(value) else read), []
 
 
 def _field_names(cls: type) -> list[str]:
@@ -93,196 +317,9 @@ def _field_names(cls: type) -> list[str]:
     return list(getattr(cls, "model_fields", {}))
 
 
-class _Absent:
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-_ABSENT: Any = _Absent()
-_INVALID: Any = object()  # a value already reported as a problem
-# A value that is None: a `{ "$env" = ... }` left unset by a command that loads the file
-# without secrets (`payhook db upgrade`). TOML has no null, so nothing else is None. What
-# holds one is checked as far as it can be, and not built.
-_UNRESOLVED: Any = object()
-
-
-class _Reader:
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def problem(self, key: str, message: str) -> Any:
-        self.problems.append(f"{key}: {message}")
-        return _INVALID
-
-    def events(self, raw: Any, key: str) -> tuple[str, ...] | None:
-        if raw is _ABSENT or raw is None:
-            return None
-        if not isinstance(raw, list):
-            example = '["charge.dispute.*"]'
-            return self._no_events(key, f"must be a list of event types, e.g. {example}, got {_shown(raw)}")
-        if None in raw:
-            return None
-        for index, item in enumerate(raw):
-            if not isinstance(item, str) or not item.strip():
-                return self._no_events(f"{key}[{index}]", f"must be an event type, got {_shown(item)}")
-        return tuple(raw)
-
-    def _no_events(self, key: str, message: str) -> tuple[str, ...] | None:
-        self.problem(key, message)
-        return None
-
-    def settings(self, cls: type, table: Mapping[str, Any], where: str) -> Any:
-        if dataclasses.is_dataclass(cls):
-            return self.dataclass_(cls, table, where)
-        if hasattr(cls, "model_validate"):
-            return self.model(cls, table, where)
-        return self.problem(where, f"the plugin's settings class {cls.__qualname__} is not a dataclass")
-
-    def dataclass_(self, cls: type, table: Any, where: str) -> Any:
-        if not isinstance(table, Mapping):
-            return self.problem(where, f"must be a table, got {_shown(table)}")
-        hints = get_type_hints(cls)
-        declared = {item.name: item for item in dataclasses.fields(cls) if item.init}
-        unknown = sorted(set(table) - set(declared))
-        for name in unknown:
-            expected = f"one of {', '.join(sorted(declared))}" if declared else "none: it has no settings"
-            self.problem(f"{where}.{name}", f"unknown key; expected {expected}")
-        values: dict[str, Any] = {}
-        invalid = unresolved = False
-        for name, item in declared.items():
-            key = f"{where}.{name}"
-            if name not in table:
-                required = item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
-                if required:
-                    invalid = True
-                    self.problem(key, "missing; this setting has no default")
-                continue
-            value = self.value(hints[name], table[name], key)
-            invalid = invalid or value is _INVALID
-            unresolved = unresolved or value is _UNRESOLVED
-            values[name] = value
-        if invalid:
-            return _INVALID
-        if unresolved:
-            return _UNRESOLVED
-        # Built even beside an unknown key, so that its own checks are reported too.
-        built = self.construct(cls, values, where)
-        return _INVALID if unknown else built
-
-    def construct(self, cls: type, values: dict[str, Any], where: str) -> Any:
-        try:
-            return cls(**values)
-        except InvalidSetting as exc:
-            return self.problem(f"{where}.{exc.key}", exc.message)
-        except (ValueError, TypeError) as exc:
-            return self.problem(where, str(exc))
-
-    def model(self, cls: Any, table: Mapping[str, Any], where: str) -> Any:
-        """A pydantic model: unknown keys are refused here, the rest is pydantic's to check."""
-        known = set(cls.model_fields)
-        unknown = sorted(set(table) - known)
-        for name in unknown:
-            self.problem(f"{where}.{name}", f"unknown key; expected one of {', '.join(sorted(known))}")
-        if unknown:
-            return _INVALID
-        if _holds_none(table):
-            return _UNRESOLVED
-        try:
-            return cls.model_validate(dict(table))
-        except InvalidSetting as exc:
-            return self.problem(f"{where}.{exc.key}", exc.message)
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            errors = getattr(exc, "errors", None)
-            if not callable(errors):
-                return self.problem(where, str(exc))
-            for error in errors():
-                path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-                self.problem(f"{where}{path}", str(error["msg"]))
-            return _INVALID
-
-    def value(self, hint: Any, raw: Any, key: str) -> Any:
-        """`raw` read as `hint`, or _INVALID once reported (_UNRESOLVED for None)."""
-        if raw is None:
-            return _UNRESOLVED
-        if hint is Any or hint is object:
-            return raw
-        origin = get_origin(hint)
-        if origin in (Union, types.UnionType):
-            return self.union(hint, raw, key)
-        if origin is Literal:
-            choices = get_args(hint)
-            if any(raw == choice and type(raw) is type(choice) for choice in choices):
-                return raw
-            return self.problem(key, f"must be {_either(choices)}, got {_shown(raw)}")
-        if origin is not None and isinstance(origin, type):
-            if issubclass(origin, Mapping):
-                return self.mapping(hint, raw, key)
-            if issubclass(origin, (Sequence, AbstractSet)) and not issubclass(origin, str):
-                return self.collection(origin, get_args(hint), raw, key)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            return self.dataclass_(hint, raw, key)
-        if isinstance(hint, type):
-            return self.scalar(hint, raw, key)
-        return self.problem(key, f"payhook cannot read a setting of type {hint!r}; the plugin must change it")
-
-    def union(self, hint: Any, raw: Any, key: str) -> Any:
-        # TOML has no null: None in `X | None` only means "may be left out".
-        options = [option for option in get_args(hint) if option is not type(None)]
-        if len(options) == 1:
-            return self.value(options[0], raw, key)
-        for option in options:
-            trial = _Reader()
-            value = trial.value(option, raw, key)
-            if value is not _INVALID:
-                return value
-        return self.problem(key, f"must be {' or '.join(_describe(o) for o in options)}, got {_shown(raw)}")
-
-    def scalar(self, kind: type, raw: Any, key: str) -> Any:
-        # bool is an int in Python, but `retries = true` is a typo, not a number.
-        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-            return float(raw)
-        if isinstance(raw, bool) != (kind is bool) or not isinstance(raw, kind):
-            return self.problem(key, f"must be {_describe(kind)}, got {_shown(raw)}")
-        if kind is datetime.date and isinstance(raw, datetime.datetime):
-            return self.problem(key, f"must be a date, got {_shown(raw)}")
-        return raw
-
-    def mapping(self, hint: Any, raw: Any, key: str) -> Any:
-        if not isinstance(raw, Mapping):
-            return self.problem(key, f"must be a table, got {_shown(raw)}")
-        args = get_args(hint)
-        item_hint = args[1] if len(args) == 2 else Any
-        values = {name: self.value(item_hint, item, f"{key}.{name}") for name, item in raw.items()}
-        return _worst(list(values.values())) or values
-
-    def collection(self, origin: type, args: tuple[Any, ...], raw: Any, key: str) -> Any:
-        if not isinstance(raw, list):
-            return self.problem(key, f"must be a list, got {_shown(raw)}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(raw) != len(args):
-                return self.problem(key, f"must be a list of {len(args)} items, got {len(raw)}")
-            hints = list(args)
-        else:
-            hints = [args[0] if args else Any] * len(raw)
-        items = [
-            self.value(hint, item, f"{key}[{index}]")
-            for index, (hint, item) in enumerate(zip(hints, raw, strict=True))
-        ]
-        if _worst(items):
-            return _worst(items)
-        if origin is set:
-            return set(items)
-        if issubclass(origin, AbstractSet):
-            return frozenset(items)
-        return items if origin is list else tuple(items)
-
-
-def _worst(values: list[Any]) -> Any:
-    """_INVALID if any of `values` is, else _UNRESOLVED if any is, else None."""
-    if any(value is _INVALID for value in values):
-        return _INVALID
-    if any(value is _UNRESOLVED for value in values):
-        return _UNRESOLVED
+def _declared_events(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, (list, tuple, frozenset, set)) and all(isinstance(item, str) for item in value):
+        return tuple(value)
     return None
 
 
@@ -292,21 +329,3 @@ def _holds_none(value: Any) -> bool:
     if isinstance(value, list):
         return any(_holds_none(item) for item in value)
     return value is None
-
-
-def _describe(hint: Any) -> str:
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return "a table"
-    if get_origin(hint) is Literal:
-        return _either(get_args(hint))
-    return hint.__name__ if isinstance(hint, type) else str(hint)
-
-
-def _either(choices: tuple[Any, ...]) -> str:
-    shown = [repr(choice) if not isinstance(choice, str) else f'"{choice}"' for choice in choices]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + f" or {shown[-1]}"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= SHOWN_LENGTH else text[: SHOWN_LENGTH - 1] + "…"
