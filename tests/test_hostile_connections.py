@@ -65,20 +65,20 @@ class Server:
         return answer
 
 
-def write_config(directory: Path, url: str) -> Path:
+def write_config(directory: Path, url: str, ingest: str = "") -> Path:
     path = directory / "payhook.toml"
     path.write_text(
         f'[database]\nurl = "{url}"\n\n[processing]\nworker = false\n\n'
-        f"[ingest]\nbody_timeout = {BODY_TIMEOUT}\n\n"
+        f"[ingest]\nbody_timeout = {BODY_TIMEOUT}\n{ingest}\n"
         f'[tenants.conf]\nwebhook_secrets = ["{TEST_SECRET}"]\n'
     )
     return path
 
 
 @contextmanager
-def serving(directory: Path, url: str, *options: str) -> Iterator[Server]:
-    """`payhook serve` on `url` with `options`, healthy, and stopped afterwards."""
-    config = write_config(directory, url)
+def serving(directory: Path, url: str, *options: str, ingest: str = "") -> Iterator[Server]:
+    """`payhook serve` on `url` with `options` (and `ingest` settings), healthy, and stopped afterwards."""
+    config = write_config(directory, url, ingest)
     payhook = [sys.executable, "-m", "payhook"]
     if url.startswith("postgresql"):  # serve migrates SQLite itself, PostgreSQL on purpose
         subprocess.run([*payhook, "db", "upgrade", "--config", str(config)], check=True, timeout=60)

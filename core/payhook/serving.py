@@ -8,8 +8,8 @@ hold a connection for ever.
 
 * `httptools` (the default), uvicorn's C parser, with both bounds added by payhook
   (payhook.httptools_protocol): uvicorn itself gives it neither.
-* `h11`, uvicorn's pure-Python parser, bounded by its own settings and
-  payhook.h11_protocol: slower, and kept as the alternative.
+* `h11`, uvicorn's pure-Python parser, with the same bounds (payhook.h11_protocol):
+  slower, and kept as the alternative.
 
 bench/RESULTS.md records what each costs in throughput.
 """
@@ -64,7 +64,8 @@ def uvicorn_options(http: str, head_timeout: float, limit_concurrency: int | Non
         pass
 
     Configured.head_timeout = head_timeout
-    return {**options, "http": Configured, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+    Configured.max_head_bytes = MAX_HEAD_BYTES
+    return {**options, "http": Configured}
 
 
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
