@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 import tomllib
 from dataclasses import fields
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from payhook.config import Config, DatabaseConfig, IngestConfig, ProcessingConfi
 from payhook.plugins import PluginHost
 
 from .helpers import RecordingPlugin
+
+INSTALLED = {entry.name for entry in entry_points(group="payhook")}
 
 DESIGN_EXAMPLE = """
 [database]
@@ -132,7 +137,39 @@ def test_unknown_plugin_fails_startup_with_the_fix(tmp_path: Path) -> None:
         create_app(config, {"registration": RecordingPlugin("registration")})
     [line] = info.value.problems
     assert line.startswith("site.toml: tenants.a.plugins[0]: unknown plugin 'registraton'")
-    assert "installed: registration" in line and "pip install payhook-registraton" in line
+    assert "installed: registration" in line and "did you mean 'registration'?" in line
+    # A package name made from the typo may be a squatter's: never invite installing it.
+    assert "pip install" not in line and "payhook-registraton" not in line
+
+
+THREE_MISTAKES = (
+    "[processing]\nmax_attempts = 0\n"
+    '[tenants.a]\nwebhook_secrets = ["whsec_a"]\nplugins = ["notify", "notfy"]\n'
+    '[tenants.a.plugin_config.notify]\nurl = "ftp://hooks.example"\n'
+)
+
+
+@pytest.mark.skipif("notify" not in INSTALLED, reason="payhook-notify is not installed")
+@pytest.mark.parametrize(("command", "status"), [("serve", 2), ("worker", 2), ("config check", 1)])
+def test_serve_worker_and_config_check_report_every_problem_at_once(
+    tmp_path: Path, command: str, status: int
+) -> None:
+    """The file's problems and its plugins' alike, whichever command meets them first."""
+    path = write(tmp_path, f'[database]\nurl = "sqlite:///{tmp_path / "p.db"}"\n{THREE_MISTAKES}')
+    result = subprocess.run(
+        [sys.executable, "-m", "payhook", *command.split(), "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert [line.split(": ")[2] for line in errors] == [
+        "processing.max_attempts",
+        "tenants.a.plugins[1]",
+        "tenants.a.plugin_config.notify.url",
+    ], result.stderr
+    assert "did you mean 'notify'?" in errors[1] and "pip install" not in errors[1]
+    assert result.returncode == status
 
 
 def test_disabled_plugin_needed_by_a_tenant_fails_startup() -> None:

@@ -51,10 +51,17 @@ def _config_errors() -> Iterator[None]:
         sys.exit(2)
 
 
-def _load(path: str, *, require_secrets: bool = True) -> Config:
-    """The configuration; `require_secrets=False` for commands that never verify a signature."""
+def _load(path: str, *, require_secrets: bool = True, check_plugins: bool = False) -> Config:
+    """The configuration; `require_secrets=False` for commands that never verify a signature.
+
+    `check_plugins`: a file with problems has its plugins checked too, so that every problem
+    is reported at once, as `payhook config check` does.
+    """
+    from .plugins import PluginHost
+
+    check = (lambda config: PluginHost().check_config(config)) if check_plugins else None
     with _config_errors():
-        config = load_config(path, require_secrets=require_secrets)
+        config = load_config(path, require_secrets=require_secrets, check=check)
         _apply_logging(config)
         return config
     raise AssertionError("unreachable")  # for type checkers: _config_errors exits
@@ -147,7 +154,7 @@ def serve(
     from .serving import uvicorn_options
 
     _configure_logging(log_level)
-    config = _load(config_path)
+    config = _load(config_path, check_plugins=True)
     if workers > 1:
         from .commands.processes import ServeOptions, serve_in_processes
 
@@ -195,7 +202,7 @@ def worker(config_path: str, log_level: str, grace: float, processes: int) -> No
     from .app import Payhook
 
     _configure_logging(log_level)
-    config = _load(config_path)
+    config = _load(config_path, check_plugins=True)
     if processes > 1:
         from .commands.processes import worker_in_processes
 
@@ -233,7 +240,7 @@ def upgrade(config_path: str) -> None:
     migrations, naming each revision applied."""
     from .plugins import PluginHost
 
-    config = _load(config_path, require_secrets=False)
+    config = _load(config_path, require_secrets=False, check_plugins=True)
     with _config_errors():
         # The plugins a tenant names must be installed for their tables to be created: the
         # same check, and the same message, as `payhook serve`.

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -376,10 +376,13 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     *,
     require_secrets: bool = True,
+    check: Callable[[Config], None] | None = None,
 ) -> Config:
     """Read and validate a TOML file; raises ConfigError naming the file and key.
 
-    `require_secrets=False`: see `Config.from_mapping`.
+    `require_secrets=False`: see `Config.from_mapping`. `check` (`PluginHost().check_config`)
+    also runs on what could be read of a file with problems: its ConfigError's problems are
+    then reported with the file's, every one at once.
     """
     file = Path(path)
     try:
@@ -388,9 +391,18 @@ def load_config(
         raise ConfigError([f"{file}: file not found; pass --config with an existing file"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: not valid TOML ({exc})"]) from None
-    return Config.from_mapping(
-        data, source=str(file), base_dir=file.parent, environ=environ, require_secrets=require_secrets
-    )
+    try:
+        return Config.from_mapping(
+            data, source=str(file), base_dir=file.parent, environ=environ, require_secrets=require_secrets
+        )
+    except ConfigError as exc:
+        if check is None or exc.config is None:
+            raise
+        try:
+            check(exc.config)
+        except ConfigError as more:
+            raise ConfigError([*exc.problems, *more.problems], exc.config) from None
+        raise
 
 
 def _readable(data: Mapping[str, Any], context: dict[str, Any]) -> Config | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -258,9 +259,12 @@ class PluginHost:
                 )
             else:
                 installed = ", ".join(sorted(self.names)) or "none"
+                # Never a package name made from the typo: that one may be a squatter's.
+                close = difflib.get_close_matches(name, self.names, n=1)
+                fix = f"did you mean {close[0]!r}? Fix it" if close else "Install the plugin"
                 problems.append(
                     f"{key}: unknown plugin {name!r} (installed: {installed}); "
-                    f"pip install payhook-{name} or remove it from this tenant"
+                    f"{fix} or remove it from this tenant"
                 )
         return problems
 
