@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pytest
@@ -216,6 +216,30 @@ def test_pydantic_models_are_read_and_their_errors_keyed() -> None:
     assert line.startswith(f"site.toml: {WHERE}.retries: ")
     [line] = problems({"url": "https://x.test", "extra": 1}, Shop(Model))
     assert line == f"site.toml: {WHERE}.extra: unknown key; expected one of retries, url"
+
+
+def test_pydantic_constraints_and_validators_raising_invalid_setting_are_keyed() -> None:
+    class Model(pydantic.BaseModel):
+        url: str
+
+        @pydantic.field_validator("url")
+        @classmethod
+        def https_only(cls, url: str) -> str:
+            if not url.startswith("https://"):
+                raise InvalidSetting("url", "must be an https URL")
+            return url
+
+    @dataclass(frozen=True)
+    class Bounded:
+        seats: Annotated[int, pydantic.Field(gt=0, le=1000)] = 10
+
+    assert problems({"url": "http://x.test"}, Shop(Model)) == [
+        f"site.toml: {WHERE}.url: must be an https URL"
+    ]
+    assert problems({"seats": 0}, Shop(Bounded)) == [
+        f"site.toml: {WHERE}.seats: must be greater than 0, got 0"
+    ]
+    assert read({"seats": 12}, Shop(Bounded)) == Bounded(seats=12)
 
 
 def test_a_plugin_whose_settings_hook_is_broken_is_reported_for_the_tenants_using_it() -> None:

@@ -185,7 +185,7 @@ def problems_of(
     for error in errors:
         path = present(error["loc"], data)
         cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, InvalidSetting):
+        if isinstance(cause, InvalidSetting) and path[-1:] != [cause.key]:  # not from its field's validator
             path.append(cause.key)
         elif error["type"] == "missing":
             path.append(error["loc"][-1])
