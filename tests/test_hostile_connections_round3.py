@@ -22,6 +22,7 @@ from .test_hostile_connections import (
     Answer,
     Server,
     assert_json_error,
+    closed_within,
     read_answer,
     request,
     serving,
@@ -242,3 +243,17 @@ def test_a_client_that_pipelines_and_never_reads_is_not_read_from_without_bound(
     # About 5 MiB here: what the kernel buffers both ways on loopback, and the answers.
     assert sent < 32 * MiB
     assert server.rss_bytes() - rss_before < 32 * MiB
+
+
+def test_a_connection_answered_before_its_body_ended_and_then_silent_is_closed(server: Server) -> None:
+    """An unknown tenant is answered before the body is read; once the body is in, the next
+    head is owed, and the head deadline runs as after any answer."""
+    raw = request("POST", "/no-such-tenant", b"x" * 1000)
+    with server.connect() as sock:
+        sock.sendall(raw[:-1000])
+        answer = read_answer(sock)
+        assert answer is not None
+        assert_json_error(answer, 404, "unknown_tenant")
+        assert "connection" not in answer.headers  # kept alive: the rest of the body is read
+        sock.sendall(raw[-1000:])
+        assert closed_within(sock, ANSWER_WITHIN)
