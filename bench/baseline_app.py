@@ -12,8 +12,8 @@ import argparse
 
 import uvicorn
 from payhook.config import Config, load_config
-from payhook.serving import DEFAULT_HTTP, HTTP_PARSERS, uvicorn_options
-from payhook.verification import SignatureError, verify_signature
+from payhook.receive.verification import SignatureError, verify_signature
+from payhook.server.serving import DEFAULT_HTTP, HTTP_PARSERS, uvicorn_options
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from payhook.models import Event, HandlerRun
+from payhook.store.models import Event, HandlerRun
 from sqlalchemy import Engine, func, select, text
 
 __all__ = ["Lags", "Window", "effects_check", "lags", "nearest_rank", "window"]

@@ -25,13 +25,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from payhook.config import DatabaseConfig
-from payhook.envelope import parse_event, to_delivery
-from payhook.eventlog import Delivery, EventLog
-from payhook.migrations import upgrade
-from payhook.runs import runs_of
-from payhook.samples import load_event
-from payhook.store import Store
-from payhook.types import Handler
+from payhook.plugins.types import Handler
+from payhook.receive.envelope import parse_event, to_delivery
+from payhook.store.engine import Store
+from payhook.store.eventlog import Delivery, EventLog
+from payhook.store.migrations import upgrade
+from payhook.store.runs import runs_of
+from payhook.testing.samples import load_event
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 HANDLER = Handler("bench", "record", "payment_intent.succeeded", lambda event, ctx: None)

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from payhook.samples import FIXTURES, load_event
-from payhook.verification import sign
+from payhook.receive.verification import sign
+from payhook.testing.samples import FIXTURES, load_event
 
 __all__ = [
     "Connection",

@@ -37,13 +37,13 @@ def store_events(url: str, count: int, tenant: str, plugin: str = "bench") -> No
     `payment_intent.succeeded` that pays it, run by payhook-registration's handler.
     """
     from payhook.config import DatabaseConfig
-    from payhook.envelope import parse_event, to_delivery
-    from payhook.eventlog import EventLog
-    from payhook.migrations import upgrade
-    from payhook.runs import runs_of
-    from payhook.samples import fresh_event_id, load_event
-    from payhook.store import Store
-    from payhook.types import Handler
+    from payhook.plugins.types import Handler
+    from payhook.receive.envelope import parse_event, to_delivery
+    from payhook.store.engine import Store
+    from payhook.store.eventlog import EventLog
+    from payhook.store.migrations import upgrade
+    from payhook.store.runs import runs_of
+    from payhook.testing.samples import fresh_event_id, load_event
 
     store = Store(DatabaseConfig(url=url))
     upgrade(store.engine)

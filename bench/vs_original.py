@@ -124,8 +124,8 @@ def payhook_config(folder: Path, worker_in_serve: bool, synchronous: str) -> Pat
 def create_orders(config: Path, count: int) -> None:
     """N pending orders with ids 1..N, 450.00 USD, as the original's bench_reset makes."""
     from payhook import load_config
-    from payhook.migrations import upgrade
-    from payhook.store import Store
+    from payhook.store.engine import Store
+    from payhook.store.migrations import upgrade
     from payhook_registration.orders import create_order
     from sqlmodel import Session
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from payhook.samples import load_event
 from payhook.testing import TEST_SECRET, signed_headers, store_backends
+from payhook.testing.samples import load_event
 from sqlalchemy import create_engine, inspect
 
 HAS_TESTPLUGIN = "testplugin" in {ep.name for ep in entry_points(group="payhook")}

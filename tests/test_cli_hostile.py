@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner, Result
 from payhook.cli import main
 from payhook.commands.common import LIMIT_MAX, printable
-from payhook.samples import load_event
 from payhook.testing import store_backends
+from payhook.testing.samples import load_event
 
 from .helpers import RecordingPlugin, create_effect_table
 

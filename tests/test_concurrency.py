@@ -81,10 +81,10 @@ def test_two_receivers_writing_overlapping_batches_never_deadlock(
     """Each receiver's batch holds the same keys in its own order: the rows are locked in key
     order on both sides, so neither waits on the other in a cycle."""
     from payhook.config import DatabaseConfig
-    from payhook.eventlog import EventLog, _Conflict
-    from payhook.migrations import upgrade
-    from payhook.runs import runs_of
-    from payhook.store import Store
+    from payhook.store.engine import Store
+    from payhook.store.eventlog import EventLog, _Conflict
+    from payhook.store.migrations import upgrade
+    from payhook.store.runs import runs_of
 
     from .test_writer import handled
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from payhook import ConfigError, create_app, load_config
 from payhook.config import Config, DatabaseConfig, IngestConfig, ProcessingConfig, RetryPolicy
-from payhook.plugins import PluginHost
+from payhook.plugins.host import PluginHost
 
 from .helpers import RecordingPlugin
 

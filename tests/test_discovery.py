@@ -63,7 +63,7 @@ def test_disabled_plugin_is_never_imported(tmp_path: Path) -> None:
     marker = tmp_path / "imported"
     code = (
         "import json, sys\n"
-        "from payhook.plugins import PluginHost\n"
+        "from payhook.plugins.host import PluginHost\n"
         "host = PluginHost()\n"
         "print(json.dumps({'names': host.names, 'loaded': 'payhook_testplugin' in sys.modules}))\n"
     )

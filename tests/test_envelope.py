@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from payhook.envelope import MAX_DEPTH, BadEvent, parse_event, to_delivery
-from payhook.samples import load_event
+from payhook.receive.envelope import MAX_DEPTH, BadEvent, parse_event, to_delivery
+from payhook.testing.samples import load_event
 
 
 def body_of(event: dict[str, Any]) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from payhook import HandlerContext, hookimpl
-from payhook.fetch import Coalescer, RateLimiter
+from payhook.stripe_api.fetch import Coalescer, RateLimiter
 from payhook.testing import MakePayhook, store_backends
 
 PI_SUCCEEDED = "payment_intent.succeeded"

@@ -21,7 +21,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 # (page, module holding the hookspecs); plugin pages are checked when the plugin is installed.
 PAGES = [
-    ("hooks.md", "payhook.hookspecs"),
+    ("hooks.md", "payhook.plugins.hookspecs"),
     ("plugins/registration.md", "payhook_registration.hookspecs"),
     ("plugins/disputes.md", "payhook_disputes.hookspecs"),
 ]
@@ -111,4 +111,4 @@ def test_the_check_notices_a_drifted_signature(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "hooks.md").write_text(drifted, encoding="utf-8")
     monkeypatch.setattr(sys.modules[__name__], "DOCS", tmp_path)
     with pytest.raises(AssertionError, match="event_stored"):
-        test_documented_hooks_match_their_specifications("hooks.md", "payhook.hookspecs")
+        test_documented_hooks_match_their_specifications("hooks.md", "payhook.plugins.hookspecs")

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from payhook.samples import load_event
 from payhook.testing import TEST_SECRET, signed_headers
+from payhook.testing.samples import load_event
 
 from .processes import free_port
 

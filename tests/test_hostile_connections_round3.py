@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from payhook.samples import load_event
 from payhook.testing import signed_headers
+from payhook.testing.samples import load_event
 
 from .test_hostile_connections import (
     ANSWER_WITHIN,

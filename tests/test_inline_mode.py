@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from payhook.models import HandlerRun, utcnow
+from payhook.store.models import HandlerRun, utcnow
 from payhook.testing import PayhookHarness, signed_headers, store_backends, wait_until
 from sqlalchemy import update
 from sqlmodel import col

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from payhook import logs
 from payhook.config import LoggingConfig
-from payhook.samples import load_event
+from payhook.testing.samples import load_event
 
 from .helpers import RecordingPlugin, create_effect_table
 

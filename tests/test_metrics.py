@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from payhook import GiveUp, Skip
 from payhook.config import DatabaseConfig
-from payhook.metrics import StoreGauges
-from payhook.samples import load_event
-from payhook.store import Store
+from payhook.operator.metrics import StoreGauges
+from payhook.store.engine import Store
 from payhook.testing import store_backends
+from payhook.testing.samples import load_event
 from prometheus_client import REGISTRY
 
 from .helpers import RecordingPlugin, create_effect_table
@@ -124,7 +124,7 @@ def test_gauges_say_when_the_store_cannot_be_read(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("outcome", ["succeeded"])
 def test_run_counting_reuses_its_label_children(outcome: str) -> None:
-    from payhook import metrics
+    from payhook.operator import metrics
 
     metrics.run_finished("m-cache", "p", outcome, 0.001)
     children = metrics._run_children[("m-cache", "p", outcome)]

@@ -7,8 +7,8 @@ from typing import Any
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from payhook import models
-from payhook.migrations import VERSION_TABLE, alembic_config, upgrade
+from payhook.store import models
+from payhook.store.migrations import VERSION_TABLE, alembic_config, upgrade
 from payhook.testing import store_backends
 from sqlalchemy import create_engine, inspect
 from sqlmodel import SQLModel
@@ -34,7 +34,7 @@ def test_upgrade_matches_the_models_and_downgrades(payhook_database_url: str) ->
 
 
 def test_disabled_plugins_migrations_are_left_out(monkeypatch: Any) -> None:
-    from payhook.migrations import plugin_version_locations
+    from payhook.store.migrations import plugin_version_locations
 
     everything = plugin_version_locations()
     monkeypatch.setenv("PAYHOOK_DISABLED_PLUGINS", "testplugin")

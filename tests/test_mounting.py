@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from payhook import PayhookApp, create_app
-from payhook.migrations import upgrade
+from payhook.store.migrations import upgrade
 from payhook.testing import build_config, signed_headers
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse

@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
-from payhook import supervisor
-from payhook.samples import load_event
+from payhook.server import supervisor
 from payhook.testing import store_backends
+from payhook.testing.samples import load_event
 from sqlalchemy import Engine, create_engine, text
 
 from .processes import free_port, post_all, write_config

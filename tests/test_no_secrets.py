@@ -22,7 +22,7 @@ from payhook import logs
 from payhook.cli import main
 from payhook.config import LoggingConfig, OperatorConfig
 from payhook.operator import create_operator_app
-from payhook.samples import load_event
+from payhook.testing.samples import load_event
 
 from .helpers import RecordingPlugin, create_effect_table
 

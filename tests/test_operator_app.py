@@ -14,8 +14,8 @@ import pytest
 from payhook import ConfigError, create_operator_app
 from payhook.config import OperatorConfig
 from payhook.operator.auth import SESSION_COOKIE, Auth
-from payhook.samples import load_event
 from payhook.testing import PayhookHarness, store_backends
+from payhook.testing.samples import load_event
 from starlette.applications import Starlette
 from starlette.routing import Mount
 

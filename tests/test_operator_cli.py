@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner, Result
 from payhook import GiveUp, Skip
 from payhook.cli import main
-from payhook.samples import load_event
 from payhook.testing import PayhookHarness, store_backends
+from payhook.testing.samples import load_event
 
 from .helpers import RecordingPlugin, create_effect_table
 

@@ -22,12 +22,12 @@ from alembic.migration import MigrationContext
 from markupsafe import escape
 from payhook import create_operator_app
 from payhook.config import OperatorConfig
-from payhook.migrations import upgrade
 from payhook.operator.auth import SESSION_COOKIE
 from payhook.operator.sessions import SESSION_TABLE
 from payhook.operator.throttle import LoginThrottle, client_key
-from payhook.samples import load_event
+from payhook.store.migrations import upgrade
 from payhook.testing import PayhookHarness, store_backends, wait_until
+from payhook.testing.samples import load_event
 from sqlalchemy import create_engine, func, inspect, select
 
 from .helpers import RecordingPlugin, create_effect_table

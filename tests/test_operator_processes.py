@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from payhook.samples import load_event
 from payhook.testing import TEST_SECRET, signed_headers, wait_until
+from payhook.testing.samples import load_event
 from prometheus_client.parser import text_string_to_metric_families
 
 from .processes import free_port

@@ -6,7 +6,7 @@ from typing import Any
 
 import pluggy
 from payhook import HandlerContext, hookimpl
-from payhook.plugins import PluginHost
+from payhook.plugins.host import PluginHost
 from payhook.testing import PayhookHarness
 
 spec = pluggy.HookspecMarker("payhook")

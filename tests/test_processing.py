@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from payhook import GiveUp, HandlerContext, RetryLater, Skip, hookimpl
-from payhook.models import HandlerRun, utcnow
+from payhook.store.models import HandlerRun, utcnow
 from payhook.testing import PayhookHarness, Run, store_backends, wait_until
 from sqlalchemy import text, update
 from sqlmodel import Session
@@ -487,16 +487,16 @@ class WritesNothing:
 
 def observed_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     """(run id, outcome) of every run counted in the metrics and log from now on."""
-    import payhook.processing
+    import payhook.execute.processing
 
     seen: list[tuple[int, str]] = []
-    real = payhook.processing.run_observed
+    real = payhook.execute.processing.run_observed
 
     def record(run: Any, outcome: Any, seconds: float) -> None:
         seen.append((run.id, outcome.status.value))
         real(run, outcome, seconds)
 
-    monkeypatch.setattr(payhook.processing, "run_observed", record)
+    monkeypatch.setattr(payhook.execute.processing, "run_observed", record)
     return seen
 
 

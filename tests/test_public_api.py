@@ -65,7 +65,7 @@ def test_public_names_say_they_are_payhooks(name: str) -> None:
 
 
 def test_stored_error_types_use_public_names() -> None:
-    from payhook.processing import qualified_name
+    from payhook.execute.processing import qualified_name
 
     assert qualified_name(payhook.GiveUp) == "payhook.GiveUp"
     assert qualified_name(payhook.RetryLater) == "payhook.RetryLater"
@@ -90,7 +90,7 @@ def _payhook_imports(path: Path) -> list[str]:
 
 
 def test_bundled_plugins_and_the_template_import_only_public_names() -> None:
-    sources = [*ROOT.glob("plugins/*/src/**/*.py"), *ROOT.glob("core/payhook/plugin_template/**/*.tmpl")]
+    sources = [*ROOT.glob("plugins/*/src/**/*.py"), *ROOT.glob("core/payhook/plugins/template/**/*.tmpl")]
     offenders = {}
     for path in sources:
         if path.suffix == ".tmpl" and not path.name.endswith(".py.tmpl"):

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from payhook.ingest import BadContentLength, BodyTooLarge, read_body
+from payhook.receive.ingest import BadContentLength, BodyTooLarge, read_body
 from starlette.requests import ClientDisconnect, Request
 
 LIMIT = 1024 * 1024

@@ -13,8 +13,8 @@ import pytest
 import stripe
 from click.testing import CliRunner, Result
 from payhook.cli import main
-from payhook.reconcile import TenantReconcile, reconcile, split_list
-from payhook.stripe_clients import StripeClients
+from payhook.ops.reconcile import TenantReconcile, reconcile, split_list
+from payhook.stripe_api.clients import StripeClients
 from payhook.testing import MakePayhook, PayhookHarness, store_backends
 
 from .helpers import RecordingPlugin, create_effect_table
@@ -31,7 +31,7 @@ def no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries happen, without their backoff sleeps (the SDK's, and reconcile's own)."""
     monkeypatch.setattr(stripe._http_client.HTTPClient, "_sleep_time_seconds", lambda *args, **kwargs: 0.0)
     SLEPT.clear()
-    monkeypatch.setattr("payhook.reconcile.time.sleep", SLEPT.append)
+    monkeypatch.setattr("payhook.ops.reconcile.time.sleep", SLEPT.append)
 
 
 def list_body(items: list[str], has_more: bool) -> str:

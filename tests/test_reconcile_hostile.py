@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from payhook.reconcile import reconcile
-from payhook.stripe_clients import StripeClients
+from payhook.ops.reconcile import reconcile
+from payhook.stripe_api.clients import StripeClients
 from payhook.testing import MakePayhook, PayhookHarness, store_backends
 
 from .helpers import RecordingPlugin, create_effect_table

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from payhook.models import Event, HandlerRun, utcnow
-from payhook.replay import ReplaySelection, replay
-from payhook.retention import prune
+from payhook.ops.replay import ReplaySelection, replay
+from payhook.ops.retention import prune
+from payhook.store.models import Event, HandlerRun, utcnow
 from payhook.testing import PayhookHarness, store_backends
 from sqlalchemy import update
 

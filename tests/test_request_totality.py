@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from payhook.envelope import MAX_DEPTH
-from payhook.models import Event
-from payhook.samples import sample_names
+from payhook.receive.envelope import MAX_DEPTH
+from payhook.store.models import Event
 from payhook.testing import TEST_SECRET, PayhookHarness, signed_headers, store_backends
+from payhook.testing.samples import sample_names
 from sqlalchemy import text
 from sqlmodel import select
 

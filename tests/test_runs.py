@@ -8,8 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from payhook.models import HandlerRun, RunStatus, utcnow
-from payhook.runs import (
+from payhook.store.models import HandlerRun, RunStatus, utcnow
+from payhook.store.runs import (
     CREATIONS,
     TRANSITIONS,
     ClaimedRun,

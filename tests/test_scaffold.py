@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from payhook.scaffold import plugin, render
+from payhook.plugins.scaffold import plugin, render
 from payhook.testing import postgres_admin_url, postgres_problem
 
 # Names of every shape: lines that hold the name must stay formatted at 40 characters.

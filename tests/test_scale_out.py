@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payhook.samples import load_event
+from payhook.testing.samples import load_event
 from sqlalchemy import Engine, create_engine, text
 
 from .processes import payhook_processes, post_all, write_config

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from payhook.config import DatabaseConfig
-from payhook.eventlog import EventLog
-from payhook.migrations import upgrade
-from payhook.runs import runs_of
-from payhook.store import Store, StoreUnavailable
+from payhook.store.engine import Store, StoreUnavailable
+from payhook.store.eventlog import EventLog
+from payhook.store.migrations import upgrade
+from payhook.store.runs import runs_of
 from sqlalchemy import text
 
 from .test_writer import delivery
@@ -52,7 +52,7 @@ def test_a_lock_held_past_the_busy_timeout_is_an_outage(tmp_path: Path) -> None:
 
 
 def test_commits_leave_the_wal_to_the_checkpointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("payhook.sqlite.CHECKPOINT_INTERVAL", 0.05)
+    monkeypatch.setattr("payhook.store.sqlite.CHECKPOINT_INTERVAL", 0.05)
     path = tmp_path / "db.sqlite"
     store = Store(DatabaseConfig(url=f"sqlite:///{path}"))
     with store.transaction() as conn:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from payhook import create_operator_app
 from payhook.config import OperatorConfig
-from payhook.samples import load_event
 from payhook.testing import wait_until
+from payhook.testing.samples import load_event
 
 from .helpers import RecordingPlugin, create_effect_table
 from .processes import free_port

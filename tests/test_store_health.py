@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from payhook.samples import load_event
 from payhook.testing import PayhookHarness, signed_headers
+from payhook.testing.samples import load_event
 from sqlalchemy import event, make_url
 
 from .test_hostile_connections import Server, serving

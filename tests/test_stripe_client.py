@@ -10,7 +10,7 @@ import pytest
 import stripe
 from payhook import HandlerContext, hookimpl
 from payhook.config import StripeConfig, TenantConfig
-from payhook.stripe_clients import NoStripeKey, StripeClients
+from payhook.stripe_api.clients import NoStripeKey, StripeClients
 from payhook.testing import MakePayhook, store_backends
 
 PI_SUCCEEDED = "payment_intent.succeeded"

@@ -24,13 +24,13 @@ from typing import Any
 import httpx
 import pytest
 from payhook.config import DatabaseConfig, IngestConfig
-from payhook.eventlog import EventLog
-from payhook.migrations import upgrade
-from payhook.runs import runs_of
-from payhook.samples import load_event
-from payhook.store import Store, StoreUnavailable
+from payhook.receive.writer import BatchWriter
+from payhook.store.engine import Store, StoreUnavailable
+from payhook.store.eventlog import EventLog
+from payhook.store.migrations import upgrade
+from payhook.store.runs import runs_of
 from payhook.testing import TEST_SECRET, signed_headers, wait_until
-from payhook.writer import BatchWriter
+from payhook.testing.samples import load_event
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 

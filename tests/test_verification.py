@@ -7,8 +7,8 @@ import time
 
 import pytest
 import stripe
-from payhook.samples import FIXTURES
-from payhook.verification import SignatureError, sign, verify_signature
+from payhook.receive.verification import SignatureError, sign, verify_signature
+from payhook.testing.samples import FIXTURES
 
 VECTORS = json.loads((FIXTURES / "signature_vectors.json").read_text())
 FIXTURE_BODY = (FIXTURES / "payment_intent.succeeded.json").read_bytes()

@@ -26,8 +26,8 @@ import stripe
 import stripe._webhook as stripe_webhook
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from payhook.samples import FIXTURES
-from payhook.verification import SignatureError, verify_signature
+from payhook.receive.verification import SignatureError, verify_signature
+from payhook.testing.samples import FIXTURES
 
 NOW = 1_700_000_000
 TOLERANCE = 300

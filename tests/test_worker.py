@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from payhook import hookimpl
+from payhook.execute.worker import SuccessMarks, Worker
 from payhook.testing import PayhookHarness, store_backends, wait_until
-from payhook.worker import SuccessMarks, Worker
 
 from .helpers import RecordingPlugin, create_effect_table
 
@@ -117,7 +117,7 @@ def test_one_app_object_serves_two_lifespans(make_payhook: Any, stripe_event: An
 def test_a_separate_worker_on_postgresql_wakes_on_notify_not_on_its_poll(
     make_payhook: Any, stripe_event: Any
 ) -> None:
-    from payhook.runtime import Payhook
+    from payhook.receive.runtime import Payhook
 
     plugin = RecordingPlugin("rec")
     receiver: PayhookHarness = make_payhook({"rec": plugin})  # stores; runs no handlers

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 from payhook.config import DatabaseConfig
-from payhook.envelope import parse_event, to_delivery
-from payhook.eventlog import RUNS_CHANNEL, Delivery, EventLog, IngestResult
-from payhook.migrations import upgrade
-from payhook.runs import runs_of
-from payhook.store import Store, StoreUnavailable
+from payhook.plugins.types import Handler
+from payhook.receive.envelope import parse_event, to_delivery
+from payhook.receive.writer import BatchWriter
+from payhook.store.engine import Store, StoreUnavailable
+from payhook.store.eventlog import RUNS_CHANNEL, Delivery, EventLog, IngestResult
+from payhook.store.migrations import upgrade
+from payhook.store.runs import runs_of
 from payhook.testing import store_backends
-from payhook.types import Handler
-from payhook.writer import BatchWriter
 
 
 class PickyLog(EventLog):
@@ -278,7 +278,7 @@ def test_a_closed_loop_of_deliveries_commits_together_not_in_halves(
     payhook_database_url: str, stripe_event: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A slow commit and a window far above any scheduling delay: only the rule is tested.
-    monkeypatch.setattr("payhook.writer.GATHER_LIMIT", 30.0)
+    monkeypatch.setattr("payhook.receive.writer.GATHER_LIMIT", 30.0)
     log = SlowLog(payhook_database_url, seconds=0.3)
     upgrade(log.store.engine, include_plugins=False)
     writer = BatchWriter(log)

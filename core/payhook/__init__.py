@@ -7,20 +7,20 @@ runtime, the run lifecycle) are internal and may change between releases.
 
 import contextlib
 
-from .app import PayhookApp, create_app
-from .config import Config, ConfigError, TenantConfig, load_config
-from .context import GiveUp, HandlerContext, RetryLater, Skip
-from .currency import UnknownCurrency, from_minor_units, quantize, to_minor_units
-from .events import Event
-from .hookspecs import hookimpl, hookspec
-from .logs import guard_library_loggers
-from .models import RunStatus, UTCDateTime, utcnow
-from .operator import create_operator_app
-from .plugins import PluginHost
-from .settings import InvalidSetting
-from .store import StoreUnavailable
-from .types import HandlerFunc, Register, StoredEvent
-from .verification import SignatureError, sign, verify_signature
+from payhook.config import Config, ConfigError, TenantConfig, load_config
+from payhook.currency import UnknownCurrency, from_minor_units, quantize, to_minor_units
+from payhook.logs import guard_library_loggers
+from payhook.operator import create_operator_app
+from payhook.plugins.context import GiveUp, HandlerContext, RetryLater, Skip
+from payhook.plugins.hookspecs import hookimpl, hookspec
+from payhook.plugins.host import PluginHost
+from payhook.plugins.settings import InvalidSetting
+from payhook.plugins.types import HandlerFunc, Register, StoredEvent
+from payhook.receive.app import PayhookApp, create_app
+from payhook.receive.verification import SignatureError, sign, verify_signature
+from payhook.store.engine import StoreUnavailable
+from payhook.store.models import RunStatus, UTCDateTime, utcnow
+from payhook.stripe_api.events import Event
 
 __all__ = [
     "Config",

@@ -1,3 +1,3 @@
-from .cli import main
+from payhook.cli import main
 
 main()

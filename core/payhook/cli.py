@@ -18,13 +18,21 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from . import logs, migrations
-from .commands import config_group, events, failures, plugins_group, reconcile_command
-from .commands.common import FiniteFloat, days_option, echo_lines, progress_bar, since_option, until_option
-from .config import Config, ConfigError, load_config
-from .scaffold import plugin
-from .serving import DEFAULT_HTTP, HTTP_PARSERS
-from .store import Store
+from payhook import logs
+from payhook.commands import config_group, events, failures, plugins_group, reconcile_command
+from payhook.commands.common import (
+    FiniteFloat,
+    days_option,
+    echo_lines,
+    progress_bar,
+    since_option,
+    until_option,
+)
+from payhook.config import Config, ConfigError, load_config
+from payhook.plugins.scaffold import plugin
+from payhook.server.serving import DEFAULT_HTTP, HTTP_PARSERS
+from payhook.store import migrations
+from payhook.store.engine import Store
 
 __all__ = ["main"]
 
@@ -57,7 +65,7 @@ def _load(path: str, *, require_secrets: bool = True, check_plugins: bool = Fals
     `check_plugins`: a file with problems has its plugins checked too, so that every problem
     is reported at once, as `payhook config check` does.
     """
-    from .plugins import PluginHost
+    from payhook.plugins.host import PluginHost
 
     check = (lambda config: PluginHost().check_config(config)) if check_plugins else None
     with _config_errors():
@@ -149,14 +157,14 @@ def serve(
     """Run the webhook receiver (uvicorn)."""
     import uvicorn
 
-    from .app import create_app
-    from .operator import with_operator
-    from .serving import uvicorn_options
+    from payhook.operator import with_operator
+    from payhook.receive.app import create_app
+    from payhook.server.serving import uvicorn_options
 
     _configure_logging(log_level)
     config = _load(config_path, check_plugins=True)
     if workers > 1:
-        from .commands.processes import ServeOptions, serve_in_processes
+        from payhook.server.processes import ServeOptions, serve_in_processes
 
         given = _log_level_given()
         options = ServeOptions(host, port, log_level, given, worker, http, head_timeout, limit_concurrency)
@@ -199,12 +207,12 @@ def serve(
 )
 def worker(config_path: str, log_level: str, grace: float, processes: int) -> None:
     """Process handler runs (for running apart from `serve`)."""
-    from .app import Payhook
+    from payhook.receive.app import Payhook
 
     _configure_logging(log_level)
     config = _load(config_path, check_plugins=True)
     if processes > 1:
-        from .commands.processes import worker_in_processes
+        from payhook.server.processes import worker_in_processes
 
         worker_in_processes(config_path, config, log_level, _log_level_given(), grace, processes)
     with _config_errors():
@@ -238,7 +246,7 @@ def db() -> None:
 def upgrade(config_path: str) -> None:
     """Check the configuration as `serve` does, then apply the core's and installed plugins'
     migrations, naming each revision applied."""
-    from .plugins import PluginHost
+    from payhook.plugins.host import PluginHost
 
     config = _load(config_path, require_secrets=False, check_plugins=True)
     with _config_errors():
@@ -298,8 +306,8 @@ def trigger(config_path: str, tenant: str, url: str | None, as_json: bool, sampl
 
     import httpx
 
-    from .samples import load_event, sample_names
-    from .verification import sign
+    from payhook.receive.verification import sign
+    from payhook.testing.samples import load_event, sample_names
 
     config = _load(config_path)
     if tenant not in config.tenants:
@@ -365,9 +373,9 @@ def replay(
     import getpass
     import json
 
-    from .plugins import PluginHost
-    from .replay import ReplaySelection, plan_replay
-    from .replay import replay as replay_runs
+    from payhook.ops.replay import ReplaySelection, plan_replay
+    from payhook.ops.replay import replay as replay_runs
+    from payhook.plugins.host import PluginHost
 
     config = _load(config_path, require_secrets=False)
     selection = ReplaySelection(
@@ -443,7 +451,7 @@ def prune(config_path: str, older_than_days: float, as_json: bool) -> None:
     """Drop payloads and finished runs of old events; their ids still dedupe redeliveries."""
     import json
 
-    from .retention import prune as prune_events
+    from payhook.ops.retention import prune as prune_events
 
     config = _load(config_path, require_secrets=False)
     store = Store(config.database)

@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .settings import NOT_A_KEY, problem, problems_of, toml_validator, without
+from payhook.plugins.settings import NOT_A_KEY, problem, problems_of, toml_validator, without
 
 __all__ = [
     "Config",

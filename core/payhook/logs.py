@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import LoggingConfig
+from payhook.config import LoggingConfig
 
 __all__ = [
     "TEXT_FORMAT",

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement
 
-from .sqlite import TRANSACTION_STATE, WriteGate, begin_lazily, is_read_only
+from payhook.store.sqlite import TRANSACTION_STATE, WriteGate, begin_lazily, is_read_only
 
 __all__ = [
     "Build",

@@ -71,7 +71,7 @@ def dispute(charge: str, dispute_id: str) -> dict[str, Any]:
 
 
 def test_all_three_are_discovered_and_their_tables_migrated(payhook: PayhookHarness) -> None:
-    from payhook.migrations import VERSION_TABLE
+    from payhook.store.migrations import VERSION_TABLE
     from sqlalchemy import text
 
     assert set(payhook.app.payhook.plugins.names) >= BUNDLED

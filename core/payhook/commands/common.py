@@ -23,8 +23,8 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from ..config import Config, ConfigError, load_config
-from ..store import Store, StoreUnavailable, describe
+from payhook.config import Config, ConfigError, load_config
+from payhook.store.engine import Store, StoreUnavailable, describe
 
 __all__ = [
     "EXIT_PROBLEM",

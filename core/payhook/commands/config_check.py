@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from ..config import Config, ConfigError, load_config
-from ..plugins import PluginHost
-from .common import EXIT_PROBLEM, echo_json, json_option, quiet_discovery
+from payhook.commands.common import EXIT_PROBLEM, echo_json, json_option, quiet_discovery
+from payhook.config import Config, ConfigError, load_config
+from payhook.plugins.host import PluginHost
 
 __all__ = ["config_group"]
 

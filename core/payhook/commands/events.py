@@ -7,8 +7,7 @@ from datetime import datetime
 
 import click
 
-from ..reports import EVENT_STATUSES, EventDetail, EventFilter, find_events, list_events
-from .common import (
+from payhook.commands.common import (
     EXIT_PROBLEM,
     LIMIT_MAX,
     config_option,
@@ -24,6 +23,7 @@ from .common import (
     table,
     when,
 )
+from payhook.ops.reports import EVENT_STATUSES, EventDetail, EventFilter, find_events, list_events
 
 __all__ = ["events"]
 

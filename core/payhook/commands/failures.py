@@ -7,8 +7,7 @@ from datetime import datetime
 
 import click
 
-from ..reports import failure_groups
-from .common import (
+from payhook.commands.common import (
     EXIT_PROBLEM,
     config_option,
     echo_json,
@@ -20,6 +19,7 @@ from .common import (
     table,
     when,
 )
+from payhook.ops.reports import failure_groups
 
 __all__ = ["failures"]
 

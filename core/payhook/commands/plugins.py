@@ -9,9 +9,17 @@ from typing import Any
 
 import click
 
-from ..config import Config
-from ..plugins import ENTRY_POINT_GROUP, PluginHost
-from .common import EXIT_PROBLEM, echo_json, json_option, load, quiet_discovery, shorten, table
+from payhook.commands.common import (
+    EXIT_PROBLEM,
+    echo_json,
+    json_option,
+    load,
+    quiet_discovery,
+    shorten,
+    table,
+)
+from payhook.config import Config
+from payhook.plugins.host import ENTRY_POINT_GROUP, PluginHost
 
 __all__ = ["plugins_group"]
 

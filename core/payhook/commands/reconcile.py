@@ -6,9 +6,7 @@ from datetime import datetime
 
 import click
 
-from ..config import ConfigError
-from ..reconcile import TenantReconcile, reconcile
-from .common import (
+from payhook.commands.common import (
     EXIT_PROBLEM,
     EXIT_USAGE,
     config_option,
@@ -22,6 +20,8 @@ from .common import (
     since_option,
     table,
 )
+from payhook.config import ConfigError
+from payhook.ops.reconcile import TenantReconcile, reconcile
 
 __all__ = ["reconcile_command"]
 
@@ -43,8 +43,8 @@ def reconcile_command(config_path: str, tenant: str | None, since: datetime | No
     [stripe] timeout, a page that makes no progress, no API key, an event payhook cannot
     store or that exceeds [ingest] max_body_bytes); what was stored before stays stored.
     """
-    from ..plugins import PluginHost
-    from ..stripe_clients import StripeClients
+    from payhook.plugins.host import PluginHost
+    from payhook.stripe_api.clients import StripeClients
 
     config = load(config_path)
     if tenant is not None and tenant not in config.tenants:

@@ -4,7 +4,7 @@
 `[operator] host:port` when the configuration has that table (`with_operator`).
 """
 
-from .app import create_operator_app
-from .listener import with_operator
+from payhook.operator.app import create_operator_app
+from payhook.operator.listener import with_operator
 
 __all__ = ["create_operator_app", "with_operator"]

@@ -16,16 +16,16 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Config, ConfigError
-from ..logs import Fields
-from ..metrics import exposition_registry
-from ..store import Store, StoreUnavailable
-from . import pages
-from .auth import Auth
-from .sessions import SessionStore
+from payhook.config import Config, ConfigError
+from payhook.logs import Fields
+from payhook.operator import pages
+from payhook.operator.auth import Auth
+from payhook.operator.metrics import exposition_registry
+from payhook.operator.sessions import SessionStore
+from payhook.store.engine import Store, StoreUnavailable
 
 if TYPE_CHECKING:
-    from ..runtime import Payhook
+    from payhook.receive.runtime import Payhook
 
 __all__ = ["create_operator_app"]
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ..models import utcnow
-from .sessions import SessionStore
+from payhook.operator.sessions import SessionStore
+from payhook.store.models import utcnow
 
 __all__ = ["SESSION_COOKIE", "SESSION_SECONDS", "Auth", "Visitor", "bearer_token"]
 

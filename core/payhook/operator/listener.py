@@ -17,11 +17,11 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
-from ..app import PayhookApp
-from ..config import Config, OperatorConfig
-from ..logs import route_server_loggers
-from ..serving import listening_socket
-from .app import create_operator_app
+from payhook.config import Config, OperatorConfig
+from payhook.logs import route_server_loggers
+from payhook.operator.app import create_operator_app
+from payhook.receive.app import PayhookApp
+from payhook.server.serving import listening_socket
 
 __all__ = ["with_operator"]
 

@@ -19,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from ..config import Config
-from ..models import utcnow
-from ..replay import ReplaySelection, replay
-from ..reports import (
+from payhook.config import Config
+from payhook.operator.auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor, bearer_token
+from payhook.operator.chart import hourly_chart
+from payhook.operator.throttle import LoginThrottle, client_key
+from payhook.ops.replay import ReplaySelection, replay
+from payhook.ops.reports import (
     EVENT_STATUSES,
     EventFilter,
     activity,
@@ -31,10 +33,8 @@ from ..reports import (
     problem_runs,
     tenant_health,
 )
-from ..store import Store, StoreUnavailable
-from .auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor, bearer_token
-from .chart import hourly_chart
-from .throttle import LoginThrottle, client_key
+from payhook.store.engine import Store, StoreUnavailable
+from payhook.store.models import utcnow
 
 __all__ = [
     "OperatorState",

@@ -14,8 +14,8 @@ from datetime import datetime
 
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
 
-from ..models import UTCDateTime
-from ..store import Store
+from payhook.store.engine import Store
+from payhook.store.models import UTCDateTime
 
 __all__ = ["SESSION_TABLE", "SessionStore"]
 

@@ -1,0 +1,364 @@
+"""Execute one claimed handler run in its own transaction, and record what happened."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum, StrEnum
+from typing import Any
+
+from payhook.config import Config, RetryPolicy, TenantConfig
+from payhook.execute.observe import observe_run, run_observed
+from payhook.plugins.context import GiveUp, HandlerContext, RetryLater, Skip
+from payhook.plugins.host import PluginHost
+from payhook.plugins.types import Handler
+from payhook.store.engine import Store
+from payhook.store.models import utcnow
+from payhook.store.runs import ClaimedRun, Failure, Lease, Runs
+from payhook.store.sqlite import WriteConflict, is_lock_error
+from payhook.stripe_api.clients import StripeClients
+
+__all__ = ["Outcome", "Processor", "RunOutcome", "UnmarkedSuccess", "backoff_delay"]
+
+log = logging.getLogger("payhook.processing")
+
+
+class Outcome(StrEnum):
+    """How one execution of a run ended."""
+
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"  # another attempt is scheduled
+    DEAD = "dead"
+    LEASE_LOST = "lease_lost"  # another worker owns the run now; nothing was recorded
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    status: Outcome
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class UnmarkedSuccess:
+    """A run whose handler returned without opening its session or asking for after-commit
+    work: all that is left is its success mark, which `Processor.mark_succeeded` writes
+    together with others'. Until then the run is `running` under its lease, so a worker that
+    dies first leaves it to be reclaimed and run again."""
+
+    run: ClaimedRun
+    duration_ms: float
+    # time.perf_counter() when its execution began: the observed duration ends at the mark.
+    started: float
+
+
+# A handler's SQLite write lost a race (see Processor.execute): run it again, locking early.
+class _Again(Enum):
+    AGAIN = "again"
+
+
+AGAIN = _Again.AGAIN
+MarkLater = Callable[[UnmarkedSuccess], None]
+
+
+def backoff_delay(policy: RetryPolicy, failures: int) -> float:
+    """Seconds before the next attempt: exponential from `backoff_base`, capped, with jitter.
+
+    Jitter spreads retries of a burst that failed together (say, a dependency outage)
+    so they do not all come back in the same second.
+    """
+    ceiling = min(policy.backoff_cap, policy.backoff_base * 2 ** max(0, failures - 1))
+    return float(ceiling * random.uniform(0.5, 1.0))
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def qualified_name(cls: type) -> str:
+    """How an error type is stored: `payhook.GiveUp`, `ValueError`, `pkg.module.Error`."""
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+class Processor:
+    """Claims runs and executes them; used by the worker, inline mode and tests."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        host: PluginHost,
+        runs: Runs,
+        owner: str | None = None,
+        stripe_clients: StripeClients | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.host = host
+        self.runs = runs
+        # Handlers' `ctx.stripe`: one client per tenant, built when a handler first asks.
+        self.stripe_clients = stripe_clients or StripeClients(config.stripe)
+        self.owner = owner or default_owner()
+        self._loggers: dict[str, logging.Logger] = {}
+
+    def claim(self, limit: int, event_id: int | None = None) -> list[ClaimedRun]:
+        return self.runs.claim(self.owner, limit, self.config.processing.lease_seconds, event_id=event_id)
+
+    def inline_lease(self) -> Lease:
+        """A fresh claim for one inline request: the runs it stores are created (or, on a
+        redelivery, adopted) under it, so no worker can take them (see runs.py)."""
+        return Lease(f"{self.owner} inline", uuid.uuid4().hex, self.config.processing.lease_seconds)
+
+    def owned(self, event_id: int, lease: Lease) -> list[ClaimedRun]:
+        """The event's runs `lease` holds, ready for `execute`."""
+        return self.runs.owned(event_id, lease)
+
+    @observe_run
+    def execute(self, run: ClaimedRun) -> RunOutcome:
+        """Run the handler, commit its work with the success mark, or record the failure."""
+        outcome = self._execute(run, None)
+        assert outcome is not None
+        return outcome
+
+    def execute_or_defer(self, run: ClaimedRun, mark_later: MarkLater) -> None:
+        """`execute`, except that a run whose handler wrote nothing and registered no
+        after-commit work is handed to `mark_later` instead of being marked succeeded here.
+
+        Such a run's outcome is observed when `mark_succeeded` has committed its mark.
+        """
+        started = time.perf_counter()
+        outcome = self._execute(run, mark_later, started)
+        if outcome is not None:
+            run_observed(run, outcome, time.perf_counter() - started)
+
+    def mark_succeeded(self, finished: Sequence[UnmarkedSuccess]) -> list[RunOutcome]:
+        """Write the success marks of runs `execute_or_defer` deferred, in one commit.
+
+        A run whose claim was lost in the meantime is not marked (LEASE_LOST): its new owner
+        decides what becomes of it. If the store fails, nothing is marked and the error
+        propagates: the runs stay `running` until their leases expire, then run again.
+        """
+        marked = self.runs.succeed_many([(item.run, item.duration_ms) for item in finished])
+        # Only now, with the marks committed, are these runs succeeded.
+        ended = time.perf_counter()
+        outcomes = []
+        for item in finished:
+            if item.run.id in marked:
+                outcome = RunOutcome(item.run.id, Outcome.SUCCEEDED)
+            else:
+                log.warning("run %s lost its lease before its success was recorded", item.run.id)
+                outcome = _lease_lost(item.run)
+            run_observed(item.run, outcome, ended - item.started)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _execute(
+        self, run: ClaimedRun, mark_later: MarkLater | None, started: float | None = None
+    ) -> RunOutcome | None:
+        """`execute`; None if the success mark was handed to `mark_later`."""
+        policy = self.config.processing.retry_for(run.plugin)
+        lease = self.config.processing.lease_seconds
+        if time.monotonic() - run.claimed_at > lease / 4 and not self.runs.renew_lease(run, lease):
+            # It waited in this worker's queue past most of its lease and was taken over.
+            return _lease_lost(run)
+        if run.reclaimed:
+            # The previous claimer died (or hung) mid-attempt: that attempt failed.
+            lost = run.attempts - 1
+            dead = lost - run.attempt_base >= policy.max_attempts
+            failure = Failure(
+                "LeaseExpired", f"the worker holding attempt {lost} did not finish before its lease expired"
+            )
+            if not self.runs.note_lost_attempt(run, failure, dead=dead):
+                return _lease_lost(run)
+            if dead:
+                return RunOutcome(run.id, Outcome.DEAD, failure.message)
+        tenant = self.config.tenants.get(run.tenant)
+        if tenant is None or run.plugin not in tenant.plugins:
+            not_enabled = GiveUp(
+                f"plugin {run.plugin!r} is not enabled for tenant {run.tenant!r}; enable it and "
+                "replay the event to run it"
+            )
+            return self._fail(run, policy, not_enabled)
+        handler = self.host.handler(run.plugin, run.handler)
+        if handler is None:
+            missing = LookupError(f"handler {run.handler!r} of plugin {run.plugin!r} is not registered")
+            return self._fail(run, policy, missing)
+        if started is None:
+            started = time.perf_counter()
+        # SQLite only: a handler that read, then lost the race to write, runs again on fresh
+        # data, this time holding the write lock from its first statement, so it cannot
+        # lose again (a lock wait is bounded like any other).
+        outcome = self._attempt(
+            run, handler, tenant, policy, mark_later, started, retry_conflict=self.store.is_sqlite
+        )
+        if outcome is AGAIN:
+            outcome = self._attempt(
+                run, handler, tenant, policy, mark_later, started, retry_conflict=False, lock_early=True
+            )
+        assert outcome is not AGAIN
+        return outcome
+
+    def _attempt(
+        self,
+        run: ClaimedRun,
+        handler: Handler,
+        tenant: TenantConfig,
+        policy: RetryPolicy,
+        mark_later: MarkLater | None,
+        begun: float,
+        *,
+        retry_conflict: bool,
+        lock_early: bool = False,
+    ) -> RunOutcome | _Again | None:
+        """One try of the handler; AGAIN after a lost SQLite write race (see `execute`), None
+        when the success mark went to `mark_later`."""
+        transaction = self.store.handler_transaction(lock_early=lock_early)
+        ctx = HandlerContext(
+            tenant=tenant,
+            plugin=run.plugin,
+            config=tenant.config_for(run.plugin),
+            logger=logging.LoggerAdapter(
+                self._logger(run.plugin), {"tenant": run.tenant, "event": run.stripe_event_id, "run": run.id}
+            ),
+            hook=self.host.hooks_for(tenant),
+            run_id=run.id,
+            attempt=run.attempts,
+            event_id=run.event_id,
+            is_replay=run.replayed,
+            transaction=transaction,
+            runs=self.runs,
+            lease_token=run.lease_token,
+            stripe_clients=self.stripe_clients,
+        )
+        started = time.perf_counter()
+        try:
+            try:
+                event = ctx._event = self._event_for(run, tenant)
+                ctx.hook.run_handler(handler=handler, event=event, ctx=ctx)
+                elapsed = (time.perf_counter() - started) * 1000
+                if transaction.used:
+                    cursor = transaction.cursor_for_write()
+                    try:
+                        held = self.runs.succeed(cursor, run, elapsed)
+                    finally:
+                        cursor.close()
+                    if held:
+                        transaction.commit()
+                    else:
+                        transaction.rollback()
+                elif mark_later is not None and not ctx._after_commit:
+                    # Nothing to commit with the mark, and nothing waits for it: it can be
+                    # written with other runs' marks, and this thread go on to the next run.
+                    mark_later(UnmarkedSuccess(run, elapsed, begun))
+                    return None
+                else:
+                    held = self.runs.succeed_alone(run, elapsed)
+            except Skip as exc:
+                transaction.rollback()
+                elapsed = (time.perf_counter() - started) * 1000
+                if not self.runs.skip(run, exc.reason, elapsed):
+                    return _lease_lost(run)
+                ctx.logger.info("run %s skipped: %s", run.id, exc.reason)
+                return RunOutcome(run.id, Outcome.SKIPPED, exc.reason)
+            except Exception as exc:
+                transaction.rollback()
+                if retry_conflict and (isinstance(exc, WriteConflict) or is_lock_error(exc)):
+                    return AGAIN
+                elapsed = (time.perf_counter() - started) * 1000
+                return self._fail(run, policy, exc, ctx, elapsed)
+        finally:
+            transaction.close()
+        if not held:
+            log.warning("run %s lost its lease before committing; its work was rolled back", run.id)
+            return _lease_lost(run)
+        for callback in ctx._after_commit:
+            try:
+                callback()
+            except Exception:
+                # The handler's work is committed; the run stays succeeded.
+                ctx.logger.exception("after-commit callback of run %s failed", run.id)
+        return RunOutcome(run.id, Outcome.SUCCEEDED)
+
+    def abandon(self, runs: list[ClaimedRun]) -> None:
+        """Hand back runs this worker cannot finish (shutdown): due now for another worker."""
+        failure = Failure("WorkerStopped", f"worker {self.owner} stopped before this run finished")
+        self.runs.abandon(runs, failure)
+
+    def release(self, runs: list[ClaimedRun]) -> None:
+        """Give back claimed runs that never started, as they were."""
+        self.runs.release(runs)
+
+    def _fail(
+        self,
+        run: ClaimedRun,
+        policy: RetryPolicy,
+        error: BaseException,
+        ctx: HandlerContext | None = None,
+        elapsed: float | None = None,
+    ) -> RunOutcome:
+        if isinstance(error, GiveUp) or run.failures >= policy.max_attempts:
+            next_attempt_at = None
+        elif isinstance(error, RetryLater):
+            next_attempt_at = utcnow() + timedelta(seconds=max(0.0, error.delay))
+        else:
+            next_attempt_at = utcnow() + timedelta(seconds=backoff_delay(policy, run.failures))
+        error_type = qualified_name(type(error))
+        failure = Failure(error_type, str(error) or error_type, "".join(traceback.format_exception(error)))
+        if not self.runs.fail(run, failure, next_attempt_at=next_attempt_at, duration_ms=elapsed):
+            return _lease_lost(run)
+        dead = next_attempt_at is None
+        log.log(
+            logging.ERROR if dead else logging.WARNING,
+            "run %s (%s %s, tenant %s, event %s) attempt %s failed%s: %s: %s",
+            run.id,
+            run.plugin,
+            run.handler,
+            run.tenant,
+            run.stripe_event_id,
+            run.attempts,
+            "; giving up" if dead else "; will retry",
+            error_type,
+            failure.message,
+        )
+        if ctx is not None:
+            try:
+                ctx.hook.handler_failed(event=_event_or_none(run), ctx=ctx, error=error, dead=dead)
+            except Exception:
+                log.exception("a handler_failed hook raised")
+        return RunOutcome(run.id, Outcome.DEAD if dead else Outcome.FAILED, failure.message)
+
+    def _event_for(self, run: ClaimedRun, tenant: TenantConfig) -> Any:
+        """What the handler gets: the snapshot event, or for a thin event the SDK's
+        EventNotification of its type, on the tenant's client (so that `fetch_event()` and
+        `fetch_related_object()` use the tenant's key)."""
+        if not run.payload.is_thin:
+            return run.payload.event
+        client = self.stripe_clients.for_tenant(tenant)
+        return client.parse_event_notification_without_verification(run.payload.text)
+
+    def _logger(self, plugin: str) -> logging.Logger:
+        logger = self._loggers.get(plugin)
+        if logger is None:
+            logger = self._loggers[plugin] = logging.getLogger(f"payhook.plugin.{plugin}")
+        return logger
+
+
+def _lease_lost(run: ClaimedRun) -> RunOutcome:
+    return RunOutcome(run.id, Outcome.LEASE_LOST, "lease lost")
+
+
+def _event_or_none(run: ClaimedRun) -> Any:
+    try:
+        return run.payload.event
+    except Exception:
+        return None

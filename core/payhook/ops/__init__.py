@@ -1,0 +1,6 @@
+"""Operator tasks over the store: reports, replay, retention and reconcile.
+
+What the status page and `payhook events|failures` show (`reports`), making runs due again
+(`replay`), pruning old events (`retention`), and fetching events Stripe sent that never
+arrived (`reconcile`).
+"""

@@ -1,0 +1,125 @@
+"""`payhook plugin new NAME`: a working plugin package, with passing tests, to start from.
+
+The package is rendered from the `*.tmpl` files of `template/` (those of
+`template/table/` replace or add files for `--with-table`), with `$name`, `$module`,
+`$distribution` and `$prefix` filled in. `FILES` says which file comes from which template.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from string import Template
+
+import click
+
+__all__ = ["FILES", "TABLE_FILES", "TEMPLATE", "package_folder", "plugin", "render"]
+
+TEMPLATE = Path(__file__).parent / "template"
+
+# The name goes into config, an entry point, a distribution and a module name.
+PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+# The package's files (paths may use {module} and {prefix}) and the template of each.
+FILES = {
+    "pyproject.toml": "pyproject.toml.tmpl",
+    "README.md": "README.md.tmpl",
+    "src/{module}/__init__.py": "init.py.tmpl",
+    "src/{module}/settings.py": "settings.py.tmpl",
+    "src/{module}/handlers.py": "handlers.py.tmpl",
+    "src/{module}/py.typed": "py.typed.tmpl",
+    "tests/conftest.py": "conftest.py.tmpl",
+    "tests/test_{module}.py": "test_plugin.py.tmpl",
+}
+# --with-table: a model, its migration on the plugin's own Alembic branch, and their tests.
+TABLE_FILES = {
+    **FILES,
+    "pyproject.toml": "table/pyproject.toml.tmpl",
+    "README.md": "table/README.md.tmpl",
+    "src/{module}/handlers.py": "table/handlers.py.tmpl",
+    "src/{module}/models.py": "table/models.py.tmpl",
+    "src/{module}/migrations/__init__.py": "table/migrations_init.py.tmpl",
+    "src/{module}/migrations/{prefix}_0001_tables.py": "table/migration_0001.py.tmpl",
+    "tests/test_{module}.py": "table/test_plugin.py.tmpl",
+}
+
+
+def render(name: str, directory: Path, *, with_table: bool = False) -> list[Path]:
+    """Write the package for plugin `name` into `directory`; returns the files written.
+
+    Raises ValueError for a name that cannot be a plugin's, or a directory in use.
+    """
+    if not PLUGIN_NAME.match(name):
+        raise ValueError(
+            f"{name!r} cannot be a plugin name: use 1-40 lowercase letters, digits, '_' or '-', "
+            "starting with a letter"
+        )
+    if directory.exists() and any(directory.iterdir()):
+        raise ValueError(f"{directory} exists and is not empty")
+    # Tables, revisions and the module need an identifier: "badge-printer" -> "badge_printer".
+    prefix = name.replace("-", "_")
+    values = {
+        "name": name,
+        "module": f"payhook_{prefix}",
+        "distribution": f"payhook-{name}",
+        "prefix": prefix,
+    }
+    written = []
+    for path, template in (TABLE_FILES if with_table else FILES).items():
+        target = directory / path.format(**values)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = Template((TEMPLATE / template).read_text(encoding="utf-8")).substitute(values)
+        target.write_text(text, encoding="utf-8")
+        written.append(target)
+    return sorted(written)
+
+
+def package_folder(name: str, directory: Path | None) -> Path:
+    """Where `payhook plugin new NAME --directory DIR` creates the package: DIR/payhook-NAME.
+
+    A DIR that is itself named payhook-NAME is taken as the package's folder.
+    """
+    folder = f"payhook-{name}"
+    if directory is None:
+        return Path(folder)
+    return directory if directory.name == folder else directory / folder
+
+
+@click.group()
+def plugin() -> None:
+    """Commands for plugin authors."""
+
+
+@plugin.command()
+@click.argument("name")
+@click.option(
+    "--directory",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The folder to create payhook-NAME in (default: the current one).",
+)
+@click.option(
+    "--with-table",
+    is_flag=True,
+    help="Also generate a table (a SQLModel model) and its Alembic migration on the plugin's "
+    "own branch, with tests that run on SQLite and PostgreSQL.",
+)
+def new(name: str, directory: Path | None, with_table: bool) -> None:
+    """Create the package payhook-NAME: a handler, its settings, its entry point, and tests."""
+    target = package_folder(name, directory)
+    try:
+        files = render(name, target, with_table=with_table)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        if target.exists():
+            click.echo(
+                f"--directory is the folder to create payhook-{name} in (here {target.parent}): "
+                f"pass another one, or remove {target}",
+                err=True,
+            )
+        sys.exit(2)
+    for path in files:
+        click.echo(f"created {path}")
+    click.echo(f'\nnext: pip install -e "{target}[testing]" && pytest {target}')

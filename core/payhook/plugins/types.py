@@ -1,0 +1,48 @@
+"""Small value types shared by the core's modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from payhook.plugins.context import HandlerContext
+    from payhook.stripe_api.events import Event
+
+__all__ = ["Handler", "HandlerFunc", "Register", "StoredEvent"]
+
+# `handler(event, ctx)`; what it returns is ignored.
+HandlerFunc = Callable[["Event", "HandlerContext"], object]
+
+
+class Register(Protocol):
+    """What `register_handlers` is given: `register(event_type, handler, *, name=None)`."""
+
+    def __call__(self, event_type: str, handler: HandlerFunc, *, name: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A plugin's handler for one event type (or pattern)."""
+
+    plugin: str
+    name: str
+    event_type: str
+    func: HandlerFunc
+
+    def __call__(self, event: Event, ctx: HandlerContext) -> object:
+        return self.func(event, ctx)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """What ingest knows about an event it has just committed."""
+
+    id: int
+    tenant: str
+    stripe_event_id: str
+    type: str
+    payload: dict[str, Any]
+    secret_index: int
+    runs: int

@@ -1,0 +1,76 @@
+"""Alembic migrations for the core tables, and the `upgrade` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine
+
+from payhook.plugins.host import disabled_from_env
+
+__all__ = ["VERSION_TABLE", "alembic_config", "one_migrator_at_a_time", "upgrade"]
+
+VERSION_TABLE = "payhook_alembic_version"
+MIGRATIONS_ENTRY_POINTS = "payhook.migrations"
+
+
+def plugin_version_locations() -> list[str]:
+    """Folders of plugin migration branches, from the `payhook.migrations` entry points.
+
+    Plugins blocked by PAYHOOK_DISABLED_PLUGINS are left out, like everything else of theirs.
+    """
+    disabled = disabled_from_env()
+    locations = []
+    for entry_point in entry_points(group=MIGRATIONS_ENTRY_POINTS):
+        if entry_point.name in disabled:
+            continue
+        module = entry_point.load()
+        locations.append(str(Path(module.__file__).parent))
+    return locations
+
+
+def alembic_config(engine: Engine, extra_locations: Iterable[str] = ()) -> AlembicConfig:
+    here = Path(__file__).parent
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(here))
+    locations = [str(here / "versions"), *extra_locations]
+    # Alembic splits this option on the separator it is told about; spaces break on odd paths.
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", ":".join(locations))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, *, include_plugins: bool = True) -> None:
+    """Bring the core branch (and every installed plugin's branch) to its head."""
+    extra = plugin_version_locations() if include_plugins else []
+    with one_migrator_at_a_time(engine):
+        command.upgrade(alembic_config(engine, extra), "heads")
+
+
+@contextmanager
+def one_migrator_at_a_time(engine: Engine) -> Iterator[None]:
+    """On an SQLite file, hold `<file>.migrate-lock` while the block runs.
+
+    Processes started together on a new file (`serve` and `payhook worker` under systemd,
+    say) would otherwise both create its tables, and the second would fail half way ("table
+    ... already exists"); with the lock it finds them made. PostgreSQL needs none: alembic's
+    DDL runs in a transaction there.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, start processes one at a time
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
