@@ -124,7 +124,7 @@ def test_gauges_say_when_the_store_cannot_be_read(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("outcome", ["succeeded"])
 def test_run_counting_reuses_its_label_children(outcome: str) -> None:
-    from payhook.operator import metrics
+    from payhook import metrics
 
     metrics.run_finished("m-cache", "p", outcome, 0.001)
     children = metrics._run_children[("m-cache", "p", outcome)]

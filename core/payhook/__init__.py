@@ -14,13 +14,13 @@ from payhook.operator import create_operator_app
 from payhook.plugins.context import GiveUp, HandlerContext, RetryLater, Skip
 from payhook.plugins.hookspecs import hookimpl, hookspec
 from payhook.plugins.host import PluginHost
-from payhook.plugins.settings import InvalidSetting
 from payhook.plugins.types import HandlerFunc, Register, StoredEvent
 from payhook.receive.app import PayhookApp, create_app
 from payhook.receive.verification import SignatureError, sign, verify_signature
 from payhook.store.engine import StoreUnavailable
 from payhook.store.models import RunStatus, UTCDateTime, utcnow
 from payhook.stripe_api.events import Event
+from payhook.validation import InvalidSetting
 
 __all__ = [
     "Config",

@@ -5,10 +5,7 @@ The operator commands (events, failures, plugins, config) live in payhook.comman
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -157,8 +154,8 @@ def serve(
     """Run the webhook receiver (uvicorn)."""
     import uvicorn
 
-    from payhook.operator import with_operator
     from payhook.receive.app import create_app
+    from payhook.server.operator_listener import with_operator
     from payhook.server.serving import uvicorn_options
 
     _configure_logging(log_level)
@@ -217,23 +214,9 @@ def worker(config_path: str, log_level: str, grace: float, processes: int) -> No
         worker_in_processes(config_path, config, log_level, _log_level_given(), grace, processes)
     with _config_errors():
         payhook = Payhook(config, migrate=config.database.is_sqlite, run_worker=True)
-    if asyncio.run(_run_worker(payhook, grace)):
-        # Handlers still stuck after the grace period were handed back and can no longer
-        # commit; do not wait for their threads.
-        logging.shutdown()
-        os._exit(0)
+    from payhook.server.processes import run_worker
 
-
-async def _run_worker(payhook: Any, grace: float) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await payhook.start()
-    click.echo("payhook worker running; SIGTERM or Ctrl-C stops it", err=True)
-    await stop.wait()
-    abandoned: int = await payhook.stop(grace)
-    return abandoned
+    run_worker(payhook, grace)
 
 
 @main.group()

@@ -32,9 +32,10 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from payhook.plugins.settings import NOT_A_KEY, problem, problems_of, toml_validator, without
+from payhook.validation import NOT_A_KEY, problem, problems_of, toml_validator, without
 
 __all__ = [
+    "DISABLED_ENV",
     "Config",
     "ConfigError",
     "DatabaseConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "RetryPolicy",
     "StripeConfig",
     "TenantConfig",
+    "disabled_from_env",
     "load_config",
 ]
 
@@ -369,6 +371,17 @@ class Config:
 
 _CONFIG = toml_validator(Config)
 _MISSING = {"webhook_secrets": "list the endpoint's signing secrets (whsec_...)"}
+
+
+# Plugins switched off for this process whatever the configuration enables: installed but
+# never imported (their migrations are not applied either).
+DISABLED_ENV = "PAYHOOK_DISABLED_PLUGINS"
+
+
+def disabled_from_env(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """Plugin names listed (comma-separated) in PAYHOOK_DISABLED_PLUGINS."""
+    value = (os.environ if environ is None else environ).get(DISABLED_ENV, "")
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
 
 
 def load_config(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -12,11 +13,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any
 
 from payhook.config import Config, RetryPolicy, TenantConfig
 from payhook.execute.observe import observe_run, run_observed
+from payhook.execute.outcome import Outcome, RunOutcome
 from payhook.plugins.context import GiveUp, HandlerContext, RetryLater, Skip
 from payhook.plugins.host import PluginHost
 from payhook.plugins.types import Handler
@@ -26,26 +28,9 @@ from payhook.store.runs import ClaimedRun, Failure, Lease, Runs
 from payhook.store.sqlite import WriteConflict, is_lock_error
 from payhook.stripe_api.clients import StripeClients
 
-__all__ = ["Outcome", "Processor", "RunOutcome", "UnmarkedSuccess", "backoff_delay"]
+__all__ = ["Processor", "UnmarkedSuccess", "backoff_delay"]
 
 log = logging.getLogger("payhook.processing")
-
-
-class Outcome(StrEnum):
-    """How one execution of a run ended."""
-
-    SUCCEEDED = "succeeded"
-    SKIPPED = "skipped"
-    FAILED = "failed"  # another attempt is scheduled
-    DEAD = "dead"
-    LEASE_LOST = "lease_lost"  # another worker owns the run now; nothing was recorded
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    run_id: int
-    status: Outcome
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +216,7 @@ class Processor:
                 self._logger(run.plugin), {"tenant": run.tenant, "event": run.stripe_event_id, "run": run.id}
             ),
             hook=self.host.hooks_for(tenant),
+            settings_of=functools.partial(self.host.settings_for, tenant, run.plugin),
             run_id=run.id,
             attempt=run.attempts,
             event_id=run.event_id,
@@ -243,7 +229,7 @@ class Processor:
         started = time.perf_counter()
         try:
             try:
-                event = ctx._event = self._event_for(run, tenant)
+                event = ctx.event = self._event_for(run, tenant)
                 ctx.hook.run_handler(handler=handler, event=event, ctx=ctx)
                 elapsed = (time.perf_counter() - started) * 1000
                 if transaction.used:
@@ -256,7 +242,7 @@ class Processor:
                         transaction.commit()
                     else:
                         transaction.rollback()
-                elif mark_later is not None and not ctx._after_commit:
+                elif mark_later is not None and not ctx.after_commit_queue:
                     # Nothing to commit with the mark, and nothing waits for it: it can be
                     # written with other runs' marks, and this thread go on to the next run.
                     mark_later(UnmarkedSuccess(run, elapsed, begun))
@@ -281,7 +267,7 @@ class Processor:
         if not held:
             log.warning("run %s lost its lease before committing; its work was rolled back", run.id)
             return _lease_lost(run)
-        for callback in ctx._after_commit:
+        for callback in ctx.after_commit_queue:
             try:
                 callback()
             except Exception:

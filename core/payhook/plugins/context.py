@@ -14,7 +14,7 @@ from payhook.store.runs import newer_event_applied
 if TYPE_CHECKING:
     import stripe
 
-    from payhook.sql import Executor, Statement
+    from payhook.store.compiled import Executor, Statement
     from payhook.store.engine import HandlerTransaction
     from payhook.store.runs import Runs
     from payhook.stripe_api.clients import StripeClients
@@ -60,14 +60,15 @@ class HandlerContext:
 
     __slots__ = (
         "_after_commit",
-        "_event",
         "_lease_token",
         "_runs",
+        "_settings_of",
         "_sql",
         "_stripe_clients",
         "_transaction",
         "attempt",
         "config",
+        "event",
         "event_id",
         "hook",
         "is_replay",
@@ -85,6 +86,7 @@ class HandlerContext:
         config: Mapping[str, Any],
         logger: logging.LoggerAdapter[logging.Logger],
         hook: Any,
+        settings_of: Callable[[], Any],
         run_id: int,
         attempt: int,
         event_id: int,
@@ -101,6 +103,7 @@ class HandlerContext:
         self.logger = logger
         # Hook callers that reach only the plugins this tenant enabled.
         self.hook = hook
+        self._settings_of = settings_of
         self.run_id = run_id
         # 1 on the first try; counts every try of this run, replays included.
         self.attempt = attempt
@@ -112,7 +115,8 @@ class HandlerContext:
         self._runs = runs
         self._lease_token = lease_token
         self._stripe_clients = stripe_clients
-        self._event = event
+        # The event this run handles (the handler's first argument), once it is parsed.
+        self.event = event
         self._after_commit: list[Callable[[], Any]] = []
         self._sql: Executor | None = None
 
@@ -124,7 +128,7 @@ class HandlerContext:
         """This plugin's settings for the tenant: an instance of the class its
         `plugin_settings` hook returns, read from `config` and checked at start (None when
         the plugin declares no settings)."""
-        return self.hook._host.settings_for(self.tenant, self.plugin)
+        return self._settings_of()
 
     @property
     def stripe(self) -> stripe.StripeClient:
@@ -141,7 +145,7 @@ class HandlerContext:
         current state (a retried run, an out-of-order delivery) asks for it here. Identical
         requests in flight share one call, and each tenant's calls are rate limited.
         """
-        obj = getattr(getattr(self._event, "data", None), "object", None)
+        obj = getattr(getattr(self.event, "data", None), "object", None)
         url = getattr(obj, "instance_url", None)
         if url is None:
             raise ValueError("this event has no data.object that can be retrieved from the API")
@@ -197,6 +201,11 @@ class HandlerContext:
         (`SELECT ... FOR UPDATE`).
         """
         self._transaction.lock_for_write()
+
+    @property
+    def after_commit_queue(self) -> list[Callable[[], Any]]:
+        """What `after_commit` queued, in order: the core runs it once the run committed."""
+        return self._after_commit
 
     def after_commit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         """Call `func(*args, **kwargs)` once this handler's transaction has committed.

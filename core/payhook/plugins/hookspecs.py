@@ -9,8 +9,7 @@ import pluggy
 if TYPE_CHECKING:
     from payhook.config import TenantConfig
     from payhook.plugins.context import HandlerContext
-    from payhook.plugins.host import PluginHost
-    from payhook.plugins.types import Handler, Register, StoredEvent
+    from payhook.plugins.types import Handler, HookHost, Register, StoredEvent
     from payhook.stripe_api.events import Event
 
 __all__ = ["hookimpl", "hookspec"]
@@ -59,5 +58,5 @@ def handler_failed(event: Event | None, ctx: HandlerContext, error: BaseExceptio
 
 
 @hookspec
-def startup(host: PluginHost) -> None:
+def startup(host: HookHost) -> None:
     """The app or worker is starting. Plugins may call `host.add_hookspecs(...)` here."""

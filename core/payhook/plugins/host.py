@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -13,7 +12,7 @@ from typing import Any
 
 import pluggy
 
-from payhook.config import Config, ConfigError, TenantConfig
+from payhook.config import DISABLED_ENV, Config, ConfigError, TenantConfig, disabled_from_env
 from payhook.plugins import hookspecs
 from payhook.plugins.context import HandlerContext
 from payhook.plugins.hookspecs import hookimpl
@@ -21,19 +20,12 @@ from payhook.plugins.settings import PluginSettings, matches, read_settings
 from payhook.plugins.types import Handler, HandlerFunc
 from payhook.stripe_api.events import Event
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginHost", "disabled_from_env"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginHost"]
 
 ENTRY_POINT_GROUP = "payhook"
-DISABLED_ENV = "PAYHOOK_DISABLED_PLUGINS"
 CORE = "payhook.core"
 
 log = logging.getLogger("payhook.plugins")
-
-
-def disabled_from_env(environ: Mapping[str, str] | None = None) -> frozenset[str]:
-    """Plugin names listed (comma-separated) in PAYHOOK_DISABLED_PLUGINS."""
-    value = (os.environ if environ is None else environ).get(DISABLED_ENV, "")
-    return frozenset(name.strip() for name in value.split(",") if name.strip())
 
 
 class _CoreHooks:
@@ -288,8 +280,6 @@ class _ScopedHooks:
     """Like `pm.hook`, minus the plugins a tenant did not enable."""
 
     def __init__(self, host: PluginHost, enabled: set[str]) -> None:
-        # The host is how a HandlerContext, which holds this relay, finds its settings.
-        self._host = host
         self._pm = host.pm
         self._enabled = enabled
         self._callers: dict[str, Any] = {}

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from payhook.plugins.context import HandlerContext
     from payhook.stripe_api.events import Event
 
-__all__ = ["Handler", "HandlerFunc", "Register", "StoredEvent"]
+__all__ = ["Handler", "HandlerFunc", "HookHost", "Register", "StoredEvent"]
 
 # `handler(event, ctx)`; what it returns is ignored.
 HandlerFunc = Callable[["Event", "HandlerContext"], object]
@@ -20,6 +20,12 @@ class Register(Protocol):
     """What `register_handlers` is given: `register(event_type, handler, *, name=None)`."""
 
     def __call__(self, event_type: str, handler: HandlerFunc, *, name: str | None = None) -> None: ...
+
+
+class HookHost(Protocol):
+    """What the `startup` hook is given: the plugin host, to declare hooks of a plugin's own."""
+
+    def add_hookspecs(self, module_or_class: Any) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from payhook.execute.observe import observe_delivery
 from payhook.receive.envelope import (
     BadEvent,
     WrongRoute,
@@ -20,6 +19,7 @@ from payhook.receive.envelope import (
     to_thin_delivery,
 )
 from payhook.receive.guards import check as check_guards
+from payhook.receive.observe import observe_delivery
 from payhook.receive.verification import SignatureError, verify_signature
 from payhook.store.engine import StoreUnavailable
 

@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from payhook.config import Config, TenantConfig
-from payhook.execute.processing import Outcome, Processor
+from payhook.execute.outcome import Outcome
+from payhook.execute.processing import Processor
 from payhook.execute.worker import Worker
 from payhook.plugins.host import PluginHost
 from payhook.plugins.types import StoredEvent

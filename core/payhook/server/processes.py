@@ -12,14 +12,16 @@ write gate serialises threads inside one. docs/scaling.md says what that means f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 import uvicorn
@@ -29,6 +31,9 @@ from payhook import logs
 from payhook.config import Config, ConfigError, load_config
 from payhook.server.supervisor import Ready, Supervisor, watch_parent
 from payhook.store import migrations
+
+if TYPE_CHECKING:
+    from payhook.receive.runtime import Payhook
 
 __all__ = ["ServeOptions", "serve_in_processes", "worker_in_processes"]
 
@@ -155,7 +160,7 @@ def _shared_metrics_dir(config: Config) -> str | None:
     Only the first receiver serves the operator app; with the directory its `/metrics`
     counts every receiver's deliveries, not only its own.
     """
-    from payhook.operator.metrics import MULTIPROC_ENV
+    from payhook.metrics import MULTIPROC_ENV
 
     if config.operator is None or os.environ.get(MULTIPROC_ENV):
         return None
@@ -171,8 +176,8 @@ def serve_child(
     config_path: str, options: ServeOptions, sock: socket.socket, number: int, count: int, ready: Ready
 ) -> None:
     """One receiver process: `payhook serve`'s app, served from the shared socket."""
-    from payhook.operator import with_operator
     from payhook.receive.app import create_app
+    from payhook.server.operator_listener import with_operator
     from payhook.server.serving import uvicorn_options
 
     config = _child_config(config_path, options.log_level, options.log_level_given)
@@ -211,9 +216,7 @@ def worker_child(
     ready: Ready,
 ) -> None:
     """One worker process: `payhook worker` on the same configuration."""
-    import asyncio
 
-    from payhook.cli import _run_worker
     from payhook.receive.app import Payhook
 
     config = _child_config(config_path, log_level, log_level_given)
@@ -222,11 +225,28 @@ def worker_child(
     log.info("worker %d/%d running (pid %d)", number, count, os.getpid())
     # Its plugins and store are set up; what is left (starting threads) does not fail.
     ready()
-    if asyncio.run(_run_worker(payhook, grace)):
-        # As `payhook worker`: handlers still stuck after the grace period were handed back
-        # and can no longer commit; do not wait for their threads.
+    run_worker(payhook, grace)
+
+
+def run_worker(payhook: Payhook, grace: float) -> None:
+    """Run `payhook`'s worker until SIGTERM or SIGINT, then stop it within `grace` seconds."""
+    if asyncio.run(_until_stopped(payhook, grace)):
+        # Handlers still stuck after the grace period were handed back and can no longer
+        # commit; do not wait for their threads.
         logging.shutdown()
         os._exit(0)
+
+
+async def _until_stopped(payhook: Payhook, grace: float) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await payhook.start()
+    click.echo("payhook worker running; SIGTERM or Ctrl-C stops it", err=True)
+    await stop.wait()
+    abandoned: int = await payhook.stop(grace)
+    return abandoned
 
 
 class _ReportingServer(uvicorn.Server):

@@ -7,8 +7,8 @@ previous answer, so a client that connects and says nothing, or trickles a heade
 hold a connection for ever.
 
 * `httptools` (the default), uvicorn's C parser, with both bounds added by payhook
-  (payhook.httptools_protocol): uvicorn itself gives it neither.
-* `h11`, uvicorn's pure-Python parser, with the same bounds (payhook.h11_protocol):
+  (payhook.server.protocols): uvicorn itself gives it neither.
+* `h11`, uvicorn's pure-Python parser, with the same bounds (payhook.server.protocols):
   slower, and kept as the alternative.
 
 bench/RESULTS.md records what each costs in throughput.
@@ -48,7 +48,7 @@ def uvicorn_options(http: str, head_timeout: float, limit_concurrency: int | Non
     # uvicorn makes one protocol object per connection from a class; a subclass of our own
     # carries this server's limits without changing the shared class.
     if http == "httptools":
-        from payhook.server.httptools_protocol import HttpToolsWithHeadLimits
+        from payhook.server.protocols import HttpToolsWithHeadLimits
 
         class FastConfigured(HttpToolsWithHeadLimits):
             pass
@@ -58,7 +58,7 @@ def uvicorn_options(http: str, head_timeout: float, limit_concurrency: int | Non
         return {**options, "http": FastConfigured}
     if http != "h11":
         raise ValueError(f"unknown HTTP parser {http!r}; expected one of {', '.join(HTTP_PARSERS)}")
-    from payhook.server.h11_protocol import H11WithHeadDeadline
+    from payhook.server.protocols import H11WithHeadDeadline
 
     class Configured(H11WithHeadDeadline):
         pass

@@ -13,7 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from payhook.config import DatabaseConfig, IngestConfig
-from payhook.sql import Executor, drop_if_broken
+from payhook.store.compiled import Executor, drop_if_broken
 from payhook.store.health import WriteHealth, lasting_cause, named_reason
 from payhook.store.postgres import Pipelined, Statements, Watch, Watchdog, make_postgres_engine
 from payhook.store.sqlite import (
@@ -99,10 +99,10 @@ class Store:
         self._checkpointer: Checkpointer | None = None
         dbapi: Any = self.engine.dialect.dbapi
         # The core's hot statements run on the DBAPI cursor, so driver errors arrive raw.
-        self._driver_errors: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
+        self.driver_errors: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
         # A read-only PostgreSQL (a standby after a failover) is not a bug in a query either.
         read_only = () if self.is_sqlite else (dbapi.errors.ReadOnlySqlTransaction,)
-        self._unavailable: tuple[type[Exception], ...] = (*UNAVAILABLE, *self._driver_errors, *read_only)
+        self._unavailable: tuple[type[Exception], ...] = (*UNAVAILABLE, *self.driver_errors, *read_only)
 
     def deadline(self) -> float | None:
         """When a core transaction starting now must be over (time.monotonic()), if ever."""
@@ -136,7 +136,7 @@ class Store:
                     with self._watched(conn, deadline) as watch, conn.begin():
                         try:
                             yield conn
-                        except self._driver_errors as exc:
+                        except self.driver_errors as exc:
                             # Raw driver errors bypass SQLAlchemy: drop a dead connection
                             # from the pool ourselves.
                             drop_if_broken(conn, exc)
@@ -183,7 +183,7 @@ class Store:
             cursor = dbapi.cursor()
             try:
                 yield Statements(cursor)
-            except self._driver_errors as exc:
+            except self.driver_errors as exc:
                 drop_if_broken(conn, exc, dbapi)
                 raise
             finally:
@@ -215,11 +215,11 @@ class Store:
 
     def _roll_back(self, conn: Connection, dbapi: Any, exc: BaseException) -> None:
         """End what a failed pipelined transaction began; drop its connection if it broke."""
-        if isinstance(exc, self._driver_errors) and drop_if_broken(conn, exc, dbapi):
+        if isinstance(exc, self.driver_errors) and drop_if_broken(conn, exc, dbapi):
             return
         try:
             dbapi.rollback()  # sends ROLLBACK unless the transaction is over already
-        except self._driver_errors as error:
+        except self.driver_errors as error:
             conn.invalidate(error)
 
     def _restore_transactions(self, conn: Connection, dbapi: Any) -> None:
@@ -229,7 +229,7 @@ class Store:
         driver: Any = self.engine.dialect.dbapi
         try:
             dbapi.autocommit = False
-        except (*self._driver_errors, driver.ProgrammingError) as error:
+        except (*self.driver_errors, driver.ProgrammingError) as error:
             conn.invalidate(error)  # broken, or still in a transaction: never lend it again
 
     def _unavailable_error(self, exc: BaseException, watch: Watch | None) -> StoreUnavailable:

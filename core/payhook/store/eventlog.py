@@ -24,12 +24,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-from payhook.plugins.types import Handler
 from payhook.store.compiled import Compiled, insert_keys
 from payhook.store.engine import Store, StoreUnavailable
 from payhook.store.models import utcnow
 from payhook.store.postgres import Pipelined, Statements
-from payhook.store.runs import EVENT, Lease, Runs
+from payhook.store.runs import EVENT, HandlerName, Lease, Runs
 
 __all__ = ["RUNS_CHANNEL", "Delivery", "EventLog", "IngestResult"]
 
@@ -51,7 +50,7 @@ class Delivery:
     created: datetime | None
     payload: str
     secret_index: int
-    handlers: tuple[Handler, ...]
+    handlers: tuple[HandlerName, ...]
     # "webhook", or "reconcile" for an event listed from the API (see reconcile.py).
     source: str = "webhook"
     # Set by guards.check: why the event gets no runs, and whether its API version is off.
@@ -190,7 +189,7 @@ class EventLog:
         """A deadlock or serialization failure becomes _Conflict: the batch is tried again."""
         try:
             yield
-        except self.store._driver_errors as exc:
+        except self.store.driver_errors as exc:
             if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
                 raise _Conflict from exc
             raise

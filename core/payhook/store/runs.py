@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -62,7 +62,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ColumnElement
 
-from payhook.plugins.types import Handler
 from payhook.store.compiled import Compiled, insert_keys
 from payhook.store.models import Event, HandlerRun, RunFailure, RunStatus, UTCDateTime, utcnow
 from payhook.stripe_api.events import Event as StripeEvent
@@ -73,6 +72,7 @@ __all__ = [
     "ClaimedRun",
     "EventPayload",
     "Failure",
+    "HandlerName",
     "IllegalTransition",
     "Lease",
     "Runs",
@@ -122,6 +122,16 @@ _RETURNED = (
 )
 
 
+class HandlerName(Protocol):
+    """A handler as a run names it: its plugin and its own name (a plugin's `Handler`)."""
+
+    @property
+    def plugin(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 class IllegalTransition(Exception):
     """A transition was asked for from a state it does not start from."""
 
@@ -154,6 +164,11 @@ class EventPayload:
             # The substring test spares parsing every snapshot event a second time.
             self._thin = THIN_MARK in self.text and json.loads(self.text).get("object") == "v2.core.event"
         return self._thin
+
+    @property
+    def parsed(self) -> StripeEvent | None:
+        """The event if a handler's run has parsed it already, else None (nothing is parsed)."""
+        return self._event
 
     @property
     def event(self) -> StripeEvent:
@@ -382,19 +397,19 @@ class Runs:
 
     # -- create ------------------------------------------------------------------------
 
-    def create(self, cursor: Any, event_id: int, handlers: Iterable[Handler], now: datetime) -> int:
+    def create(self, cursor: Any, event_id: int, handlers: Iterable[HandlerName], now: datetime) -> int:
         """Insert a pending run per handler, due now, inside the caller's transaction."""
         return self._insert(cursor, event_id, handlers, now, None)
 
     def create_owned(
-        self, cursor: Any, event_id: int, handlers: Iterable[Handler], now: datetime, lease: Lease
+        self, cursor: Any, event_id: int, handlers: Iterable[HandlerName], now: datetime, lease: Lease
     ) -> int:
         """Insert a run per handler already `running` under `lease` (its first attempt), so
         that no worker can claim it before the lease's holder has run it or given it back."""
         return self._insert(cursor, event_id, handlers, now, lease)
 
     def _insert(
-        self, cursor: Any, event_id: int, handlers: Iterable[Handler], now: datetime, lease: Lease | None
+        self, cursor: Any, event_id: int, handlers: Iterable[HandlerName], now: datetime, lease: Lease | None
     ) -> int:
         status, attempts, started = (S.PENDING, 0, None) if lease is None else (S.RUNNING, 1, now)
         owner = token = until = None
@@ -764,7 +779,7 @@ class Runs:
         )
         return int(result.rowcount)
 
-    def create_on(self, conn: Any, event_id: int, handlers: Iterable[Handler], now: datetime) -> int:
+    def create_on(self, conn: Any, event_id: int, handlers: Iterable[HandlerName], now: datetime) -> int:
         """`create` on a SQLAlchemy connection (replay, reconcile)."""
         cursor = conn.connection.cursor()
         try:

@@ -36,7 +36,7 @@ from sqlmodel import Session, col
 from sqlmodel import select as sm_select
 
 from payhook.config import Config
-from payhook.execute.processing import RunOutcome
+from payhook.execute.outcome import RunOutcome
 from payhook.ops.replay import ReplaySelection, replay
 from payhook.plugins.host import ENTRY_POINT_GROUP
 from payhook.receive.app import PayhookApp, create_app

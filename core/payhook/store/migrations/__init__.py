@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine
 
-from payhook.plugins.host import disabled_from_env
+from payhook.config import disabled_from_env
 
 __all__ = ["VERSION_TABLE", "alembic_config", "one_migrator_at_a_time", "upgrade"]
 
