@@ -40,9 +40,7 @@ ALLOWED_FOREIGN_PRIVATE = {
 
 def lint_imports() -> subprocess.CompletedProcess[str]:
     command = Path(sys.executable).with_name("lint-imports")
-    return subprocess.run(
-        [str(command), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([str(command), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_stages_keep_their_layers() -> None:
@@ -137,9 +135,10 @@ def foreign_private_uses(path: Path, tree: ast.Module) -> Iterator[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
-                if PRIVATE.match(alias.name) and ALLOWED_FOREIGN_PRIVATE.get(alias.name) != (
-                    node.module or ""
-                ).split(".")[0]:
+                if (
+                    PRIVATE.match(alias.name)
+                    and ALLOWED_FOREIGN_PRIVATE.get(alias.name) != (node.module or "").split(".")[0]
+                ):
                     yield f"{where}:{node.lineno} imports {node.module}.{alias.name}"
         elif isinstance(node, ast.Attribute) and PRIVATE.match(node.attr):
             if node.attr in own or node.attr in ALLOWED_FOREIGN_PRIVATE:
@@ -156,3 +155,27 @@ def test_no_module_uses_another_modules_private_names() -> None:
 def test_every_package_says_what_it_is_for(package: str) -> None:
     docstring = ast.get_docstring(ast.parse((CORE / package / "__init__.py").read_text()))
     assert docstring and len(docstring.split()) >= 8, f"payhook.{package} needs a docstring"
+
+
+LINK = re.compile(r"\[`?([\w./]+)`?\]\((\.\./core/payhook/[^)#\s]+)\)")
+
+
+def test_every_link_in_the_architecture_page_lands_on_the_module_it_names() -> None:
+    page = ROOT / "docs" / "architecture.md"
+    links = LINK.findall(page.read_text())
+    assert len(links) > 60, "the page links each package and module"
+    for text, target in links:
+        path = (page.parent / target).resolve()
+        assert path.is_file(), f"{target} does not exist"
+        module = path.relative_to(CORE.parent).with_suffix("").as_posix().replace("/", ".")
+        module = module.removesuffix(".__init__")
+        named = text.removeprefix("payhook.").removesuffix(".py").replace("/", ".")
+        assert module.endswith(named), f"[{text}] -> {target}"
+
+
+def test_every_core_package_is_on_the_architecture_page() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for init in CORE.glob("*/__init__.py"):
+        assert f"payhook.{init.parent.name}" in text, (
+            f"docs/architecture.md does not show payhook.{init.parent.name}"
+        )
