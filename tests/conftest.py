@@ -1,1 +1,42 @@
+"""Fixtures shared by the core's test modules (payhook.testing's come with its plugin)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from payhook.testing import wait_until
+
+from .processes import free_port
+
 pytest_plugins = ["payhook.testing"]
+
+
+@pytest.fixture
+def serve_in_thread() -> Iterator[Any]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 in a thread; returns its base URL.
+
+    A real server, so that a link's path is decoded exactly once, as in production.
+    """
+    import uvicorn
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app: Any) -> str:
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, name="operator-app", daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        wait_until(lambda: server.started or not thread.is_alive(), what="the operator app to listen")
+        assert server.started
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(30)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-import threading
 import warnings
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -26,12 +24,11 @@ from payhook.operator.auth import SESSION_COOKIE
 from payhook.operator.sessions import SESSION_TABLE
 from payhook.operator.throttle import LoginThrottle, client_key
 from payhook.store.migrations import upgrade
-from payhook.testing import PayhookHarness, store_backends, wait_until
+from payhook.testing import PayhookHarness, store_backends
 from payhook.testing.samples import load_event
 from sqlalchemy import create_engine, func, inspect, select
 
 from .helpers import RecordingPlugin, create_effect_table
-from .processes import free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -57,34 +54,6 @@ HOSTILE_IDS = [
     ".",
     "..",
 ]
-
-
-@pytest.fixture
-def serve_in_thread() -> Iterator[Any]:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 in a thread; returns its base URL.
-
-    A real server, so that a link's path is decoded exactly once, as in production.
-    """
-    import uvicorn
-
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app: Any) -> str:
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-        )
-        thread = threading.Thread(target=server.run, name="operator-app", daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        wait_until(lambda: server.started or not thread.is_alive(), what="the operator app to listen")
-        assert server.started
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(30)
 
 
 def operator_config(harness: PayhookHarness) -> Any:

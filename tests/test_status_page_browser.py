@@ -10,7 +10,6 @@ and says how to install it.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,6 @@ from payhook.testing import wait_until
 from payhook.testing.samples import load_event
 
 from .helpers import RecordingPlugin, create_effect_table
-from .processes import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,31 +56,6 @@ def browser() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
-
-
-@pytest.fixture
-def serve_in_thread() -> Iterator[Any]:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 in a thread; returns its base URL."""
-    import uvicorn
-
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app: Any) -> str:
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-        )
-        thread = threading.Thread(target=server.run, name="operator-app", daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        wait_until(lambda: server.started or not thread.is_alive(), what="the operator app to listen")
-        assert server.started
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_log_in_see_the_error_replay_and_see_it_succeed(
