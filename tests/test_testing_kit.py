@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +18,6 @@ from sqlalchemy import Column, Integer, Table
 from sqlmodel import SQLModel
 
 from .helpers import RecordingPlugin, create_effect_table
-
-pytestmark = store_backends
 
 
 def failing_plugin(make_payhook: MakePayhook, **processing: Any) -> Any:
@@ -25,6 +28,7 @@ def failing_plugin(make_payhook: MakePayhook, **processing: Any) -> Any:
     return harness
 
 
+@store_backends
 def test_send_delivers_processes_and_returns_the_events_runs_as_frozen_records(
     make_payhook: MakePayhook, stripe_event: Any
 ) -> None:
@@ -44,6 +48,7 @@ def test_send_delivers_processes_and_returns_the_events_runs_as_frozen_records(
     assert [r.stripe_event_id for r in harness.runs()] == [other["id"], event["id"]]
 
 
+@store_backends
 def test_send_fails_the_test_on_an_answer_it_did_not_expect(
     make_payhook: MakePayhook, stripe_event: Any
 ) -> None:
@@ -58,6 +63,7 @@ def test_send_fails_the_test_on_an_answer_it_did_not_expect(
     assert harness.send(stripe_event("customer.created"), expect="ignored") == []
 
 
+@store_backends
 def test_process_rounds_gives_each_failing_run_exactly_one_more_attempt(
     make_payhook: MakePayhook, stripe_event: Any
 ) -> None:
@@ -75,6 +81,7 @@ def test_process_rounds_gives_each_failing_run_exactly_one_more_attempt(
     assert (run.status, run.attempts) == ("dead", 5)
 
 
+@store_backends
 def test_failures_are_frozen_records_of_each_failed_attempt(
     make_payhook: MakePayhook, stripe_event: Any
 ) -> None:
@@ -91,6 +98,7 @@ def test_failures_are_frozen_records_of_each_failed_attempt(
     assert harness.failures(stripe_event("payment_intent.succeeded")["id"]) == []
 
 
+@store_backends
 def test_claim_and_execute_let_a_test_decide_when_a_run_runs(
     make_payhook: MakePayhook, stripe_event: Any
 ) -> None:
@@ -120,6 +128,7 @@ def stray_model() -> Iterator[None]:
     "registration" not in {ep.name for ep in entry_points(group="payhook")},
     reason="payhook-registration is not installed",
 )
+@store_backends
 def test_assert_migrations_match_names_a_table_the_migrations_forgot(
     payhook_database_url: str, stray_model: None
 ) -> None:
@@ -129,6 +138,93 @@ def test_assert_migrations_match_names_a_table_the_migrations_forgot(
         assert_migrations_match("registration", payhook_database_url)
 
 
+@store_backends
 def test_assert_migrations_match_says_when_the_plugin_is_not_installed(payhook_database_url: str) -> None:
     with pytest.raises(pytest.fail.Exception, match="no 'payhook' entry point named 'not-installed'"):
         assert_migrations_match("not-installed", payhook_database_url)
+
+
+# -- the kit without pytest, and as a pytest plugin ---------------------------------------
+
+
+def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PAYHOOK_")}
+    return subprocess.run(
+        command, cwd=cwd, env={**environment, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+WITHOUT_PYTEST = """
+import sys
+
+sys.modules["pytest"] = None  # as if pytest were not installed: importing it fails
+
+import payhook.testing
+from payhook.testing import (
+    HarnessFactory, MakePayhook, PayhookHarness, StripeAPIRouter, StripeEventFactory,
+    assert_migrations_match, fresh_event_id, load_event, load_thin_event, signed_headers, wait_until,
+)
+
+harnesses = HarnessFactory(sys.argv[1])
+harness = harnesses({})
+assert isinstance(harness, PayhookHarness)
+event = load_event("payment_intent.succeeded")
+print("status:", harness.deliver(event).json()["status"])
+print("thin:", load_thin_event()["object"])
+harnesses.close()
+try:
+    wait_until(lambda: False, timeout=0.01, what="a state that never comes")
+except AssertionError as exc:
+    print("wait_until:", exc)
+try:
+    from payhook.testing import store_backends
+except ImportError as exc:
+    print("store_backends:", exc)
+print("pytest loaded:", sorted(name for name in sys.modules if name.startswith("_pytest")))
+"""
+
+
+def test_scripts_use_the_kit_without_pytest(tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text(WITHOUT_PYTEST)
+    result = run([sys.executable, "script.py", f"sqlite:///{tmp_path / 'payhook.db'}"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "status: ignored",
+        "thin: v2.core.event",
+        "wait_until: timed out after 0s waiting for a state that never comes",
+        "store_backends: payhook.testing.store_backends is a pytest mark: it needs pytest "
+        "(import of pytest halted; None in sys.modules)",
+        "pytest loaded: []",
+    ]
+
+
+PLUGIN_AUTHORS_TEST = """
+from payhook.testing import (
+    MakePayhook, StripeAPIRouter, StripeEventFactory, load_event, store_backends,
+)
+
+
+@store_backends
+def test_every_fixture(
+    make_payhook: MakePayhook,
+    stripe_event: StripeEventFactory,
+    stripe_api: StripeAPIRouter,
+    payhook_database_url: str,
+) -> None:
+    assert stripe_event is load_event
+    assert type(stripe_api).__name__ == "MockRouter"
+    harness = make_payhook({})
+    assert harness.deliver(stripe_event("payment_intent.succeeded")).json()["status"] == "ignored"
+"""
+
+
+def test_pytest_plugins_payhook_testing_registers_the_fixtures_and_the_summary(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["payhook.testing"]\n')
+    (tmp_path / "test_plugin.py").write_text(textwrap.dedent(PLUGIN_AUTHORS_TEST))
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+    result = run(command, tmp_path, PAYHOOK_TEST_POSTGRES_URL=unreachable)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 1 skipped" in result.stdout
+    summary = f"payhook: PostgreSQL store tests were SKIPPED: unreachable at {unreachable}"
+    assert summary in result.stdout
