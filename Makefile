@@ -46,7 +46,7 @@ run: $(BIN)/payhook
 	EXAMPLE_WHSEC=$(EXAMPLE_WHSEC) $(BIN)/payhook serve --config examples/payhook.toml --host $(HOST) --port $(PORT)
 
 demo: $(BIN)/payhook
-	EXAMPLE_WHSEC=$(EXAMPLE_WHSEC) $(BIN)/payhook event trigger --config examples/payhook.toml \
+	EXAMPLE_WHSEC=$(EXAMPLE_WHSEC) $(BIN)/payhook events trigger --config examples/payhook.toml \
 		--tenant example-conf --url http://$(HOST):$(PORT)/example-conf payment_intent.succeeded
 
 # The envs run one after another: `tox run-parallel` on two cores took 6 minutes instead of

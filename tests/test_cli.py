@@ -91,7 +91,7 @@ def test_serve_and_a_separate_worker_on_sqlite(tmp_path: Path) -> None:
         assert response.json() == {"status": "accepted" if plugins else "ignored", "event": event["id"]}
         trigger = subprocess.run(
             payhook_command(
-                "event",
+                "events",
                 "trigger",
                 "--config",
                 str(config),
@@ -191,7 +191,7 @@ def test_runs_replay_and_event_prune(tmp_path: Path, make_payhook: Any, payhook_
     assert cli("runs", "replay", "--tenant", "test", "--by", "ops:test") == {"rearmed": 1, "created": 0}
     [run] = harness.runs()
     assert (run.status, run.replayed_by) == ("pending", "ops:test")
-    assert cli("event", "prune", "--older-than-days", "0") == {"events": 0, "runs": 0}  # not finished yet
+    assert cli("events", "prune", "--older-than-days", "0") == {"events": 0, "runs": 0}  # not finished yet
     harness.process()
-    assert cli("event", "prune", "--older-than-days", "0") == {"events": 1, "runs": 1}
+    assert cli("events", "prune", "--older-than-days", "0") == {"events": 1, "runs": 1}
     assert [event.payload for event in harness.events()] == [""]

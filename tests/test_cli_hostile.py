@@ -141,7 +141,7 @@ BAD_OPTIONS = [
         (("events", "list"), "--limit", value)
         for value in ["99999999999999999999999", str(LIMIT_MAX + 1), "0"]
     ),
-    *((("event", "prune"), "--older-than-days", value) for value in ["1e300", "nan", "inf", "-1", "1e6"]),
+    *((("events", "prune"), "--older-than-days", value) for value in ["1e300", "nan", "inf", "-1", "1e6"]),
     (("serve",), "--port", "99999"),
     (("serve",), "--head-timeout", "nan"),
     (("worker",), "--grace", "inf"),
@@ -177,7 +177,7 @@ def test_the_widest_accepted_values_work_on_the_store(hostile: Hostile) -> None:
     result = run(hostile.config, "events", "list", "--limit", str(LIMIT_MAX), "--json")
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 1
     assert run(hostile.config, "failures", "--since", late).exit_code == 0  # nothing failed since
-    assert run(hostile.config, "event", "prune", "--older-than-days", "700000").exit_code == 0
+    assert run(hostile.config, "events", "prune", "--older-than-days", "700000").exit_code == 0
 
 
 @store_backends

@@ -222,7 +222,7 @@ def test_the_installed_command_and_its_progress_bar(stored: Stored) -> None:
     leader, follower = pty.openpty()
     try:
         stored.harness.process(include_scheduled=True)  # everything finished (and dead stays dead)
-        prune = payhook("event", "prune", "--older-than-days", "0", stdout=subprocess.PIPE, stderr=follower)
+        prune = payhook("events", "prune", "--older-than-days", "0", stdout=subprocess.PIPE, stderr=follower)
         os.close(follower)
         drawn = b""
         while True:

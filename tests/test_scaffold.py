@@ -1,4 +1,4 @@
-"""`payhook plugin new`: the generated package installs, is found, is typed, and its tests pass
+"""`payhook plugins new`: the generated package installs, is found, is typed, and its tests pass
 on SQLite and PostgreSQL, with or without a table."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from payhook.plugins.scaffold import plugin, render
+from payhook.cli import main
+from payhook.plugins.scaffold import render
 from payhook.testing import postgres_admin_url, postgres_problem
 
 # Names of every shape: lines that hold the name must stay formatted at 40 characters.
@@ -80,7 +81,7 @@ def test_the_command_creates_payhook_name_in_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(plugin, ["new", "badges"])
+    result = CliRunner().invoke(main, ["plugins", "new", "badges"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "payhook-badges/src/payhook_badges/__init__.py").is_file()
     assert "created payhook-badges/pyproject.toml" in result.output
@@ -93,12 +94,14 @@ def test_directory_is_the_folder_to_create_the_package_in(tmp_path: Path) -> Non
     code.mkdir()
     (code / "another-project").mkdir()
 
-    result = CliRunner().invoke(plugin, ["new", "badges", "--directory", str(code), "--with-table"])
+    result = CliRunner().invoke(main, ["plugins", "new", "badges", "--directory", str(code), "--with-table"])
     assert result.exit_code == 0, result.output
     assert (code / "payhook-badges/src/payhook_badges/models.py").is_file()
 
     # Naming the package's folder itself works too.
-    result = CliRunner().invoke(plugin, ["new", "tickets", "--directory", str(code / "payhook-tickets")])
+    result = CliRunner().invoke(
+        main, ["plugins", "new", "tickets", "--directory", str(code / "payhook-tickets")]
+    )
     assert result.exit_code == 0, result.output
     assert (code / "payhook-tickets/pyproject.toml").is_file()
 
@@ -107,14 +110,14 @@ def test_a_package_folder_in_use_is_refused_with_what_to_pass(tmp_path: Path) ->
     (tmp_path / "payhook-badges").mkdir()
     (tmp_path / "payhook-badges" / "notes.txt").write_text("mine")
 
-    result = CliRunner().invoke(plugin, ["new", "badges", "--directory", str(tmp_path)])
+    result = CliRunner().invoke(main, ["plugins", "new", "badges", "--directory", str(tmp_path)])
     assert result.exit_code == 2
     assert f"{tmp_path / 'payhook-badges'} exists and is not empty" in result.output
     assert f"--directory is the folder to create payhook-badges in (here {tmp_path})" in result.output
 
 
 def test_the_command_reports_a_bad_name(tmp_path: Path) -> None:
-    result = CliRunner().invoke(plugin, ["new", "Bad Name", "--directory", str(tmp_path / "x")])
+    result = CliRunner().invoke(main, ["plugins", "new", "Bad Name", "--directory", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "cannot be a plugin name" in result.output
 

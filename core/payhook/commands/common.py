@@ -1,4 +1,4 @@
-"""What the operator commands share: options, loading, the store, tables, times, progress.
+"""What the commands share: --config and its loader, the store, tables, times, progress.
 
 Exit statuses, as `grep` and `kubectl` use them: 0 when the command did its job and found
 nothing wrong, 1 when it ran and found a problem (failures, a missing plugin, an unreadable
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from sqlalchemy.engine import make_url
@@ -26,14 +26,19 @@ from sqlalchemy.exc import DBAPIError
 from payhook.config import Config, ConfigError, load_config
 from payhook.store.engine import Store, StoreUnavailable, describe
 
+if TYPE_CHECKING:
+    from payhook.plugins.host import PluginHost
+
 __all__ = [
     "EXIT_PROBLEM",
     "EXIT_USAGE",
     "LIMIT_MAX",
     "FiniteFloat",
     "Progress",
+    "config_errors",
     "config_option",
     "days_option",
+    "discover_plugins",
     "echo_json",
     "echo_lines",
     "fail",
@@ -45,6 +50,7 @@ __all__ = [
     "printable",
     "progress_bar",
     "quiet_discovery",
+    "read_config",
     "shorten",
     "since_option",
     "table",
@@ -57,14 +63,21 @@ EXIT_USAGE = 2
 
 Progress = Callable[[int, int], None]
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    envvar="PAYHOOK_CONFIG",
-    help="The TOML configuration file (or $PAYHOOK_CONFIG).",
-)
+CONFIG_HELP = "The TOML configuration file (or $PAYHOOK_CONFIG)."
+
+
+def config_option(*, required: bool = True, help: str = CONFIG_HELP) -> Callable[[Any], Any]:
+    """`--config FILE` (or $PAYHOOK_CONFIG), as every command takes it; read it with `load`."""
+    return click.option(
+        "--config",
+        "config_path",
+        required=required,
+        type=click.Path(dir_okay=False),
+        envvar="PAYHOOK_CONFIG",
+        help=help,
+    )
+
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table for people."
 )
@@ -162,14 +175,38 @@ def fail(message: str, status: int = EXIT_PROBLEM) -> NoReturn:
     sys.exit(status)
 
 
-def load(path: str, *, require_secrets: bool = False) -> Config:
-    """The configuration, or exit 2 with one line per problem.
+def read_config(path: str, *, require_secrets: bool = False, plugins: PluginHost | None = None) -> Config:
+    """The configuration; a ConfigError lists every problem of the file.
 
-    Operator commands never verify a signature, so by default they do not need the
-    secrets in the environment.
+    `plugins`: also check the tenants' plugins and their settings against this host (as
+    `serve` does), on a file with problems too, so that every problem shows at once.
     """
+    check = plugins.check_config if plugins is not None else None
+    config = load_config(path, require_secrets=require_secrets, check=check)
+    if plugins is not None:
+        try:
+            plugins.check_config(config)
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, config) from None
+    return config
+
+
+def load(path: str, *, require_secrets: bool = False, plugins: PluginHost | None = None) -> Config:
+    """`read_config`, or exit 2 with one line per problem.
+
+    Only the commands that sign or verify deliveries pass `require_secrets=True`: the
+    others run on hosts that hold no secrets.
+    """
+    with config_errors():
+        return read_config(path, require_secrets=require_secrets, plugins=plugins)
+    raise AssertionError("unreachable")  # for type checkers: config_errors exits
+
+
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """A ConfigError raised in the block exits 2, one `error:` line per problem."""
     try:
-        return load_config(path, require_secrets=require_secrets)
+        yield
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
@@ -282,6 +319,15 @@ def progress_bar(label: str) -> Iterator[Progress | None]:
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+def discover_plugins() -> PluginHost:
+    """The installed plugins, found without log lines: a broken plugin a tenant needs is one
+    of the configuration's problems, and the runtime logs the others when it starts."""
+    from payhook.plugins.host import PluginHost
+
+    with quiet_discovery():
+        return PluginHost()
 
 
 @contextmanager

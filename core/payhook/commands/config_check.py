@@ -7,9 +7,15 @@ import sys
 
 import click
 
-from payhook.commands.common import EXIT_PROBLEM, echo_json, json_option, quiet_discovery
-from payhook.config import Config, ConfigError, load_config
-from payhook.plugins.host import PluginHost
+from payhook.commands.common import (
+    EXIT_PROBLEM,
+    config_option,
+    discover_plugins,
+    echo_json,
+    json_option,
+    read_config,
+)
+from payhook.config import Config, ConfigError
 
 __all__ = ["config_group"]
 
@@ -32,21 +38,13 @@ def check(path: str, *, require_secrets: bool = True) -> tuple[Config | None, li
     logger.addHandler(collected)
     propagate, logger.propagate = logger.propagate, False
     try:
-        try:
-            config: Config | None = load_config(path, require_secrets=require_secrets)
-            problems: list[str] = []
-        except ConfigError as exc:
-            config, problems = exc.config, list(exc.problems)
+        config: Config | None = read_config(path, require_secrets=require_secrets, plugins=discover_plugins())
+        problems: list[str] = []
+    except ConfigError as exc:
+        config, problems = exc.config, list(exc.problems)
     finally:
         logger.removeHandler(collected)
         logger.propagate = propagate
-    if config is not None:
-        try:
-            with quiet_discovery():
-                host = PluginHost()
-            host.check_config(config)
-        except ConfigError as exc:
-            problems += exc.problems
     return config, problems, collected.messages
 
 
@@ -56,14 +54,7 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    envvar="PAYHOOK_CONFIG",
-    help="The TOML configuration file to check (or $PAYHOOK_CONFIG).",
-)
+@config_option(help="The TOML configuration file to check (or $PAYHOOK_CONFIG).")
 @click.option(
     "--allow-missing-env",
     is_flag=True,

@@ -1,8 +1,10 @@
-"""`payhook events list|show`: what arrived, and everything about one event."""
+"""`payhook events list|show|trigger|prune`: what arrived, one event in full, a signed test
+event sent, old payloads dropped."""
 
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 
 import click
@@ -11,6 +13,7 @@ from payhook.commands.common import (
     EXIT_PROBLEM,
     LIMIT_MAX,
     config_option,
+    days_option,
     echo_json,
     echo_lines,
     fail,
@@ -19,6 +22,7 @@ from payhook.commands.common import (
     load,
     open_store,
     printable,
+    progress_bar,
     since_option,
     table,
     when,
@@ -30,11 +34,11 @@ __all__ = ["events"]
 
 @click.group()
 def events() -> None:
-    """Stored events: list them, or show one with its runs and failures."""
+    """Events: list and show stored ones, send a signed test one, prune old ones."""
 
 
 @events.command("list")
-@config_option
+@config_option()
 @click.option("--tenant", help="Only this tenant's events.")
 @click.option("--type", "event_type", help="Only events of this Stripe type, e.g. charge.refunded.")
 @click.option(
@@ -72,7 +76,7 @@ def list_events_command(
 
 
 @events.command("show")
-@config_option
+@config_option()
 @click.option("--tenant", help="The tenant that received the event (needed when several did).")
 @json_option
 @click.argument("event_id")
@@ -97,6 +101,69 @@ def show_event(config_path: str, tenant: str | None, as_json: bool, event_id: st
         echo_json(detail.as_json())
     else:
         echo_lines(render_event(detail))
+
+
+@events.command()
+@config_option()
+@click.option("--tenant", required=True, help="The tenant whose first secret signs the event.")
+@click.option("--url", help="Where to POST (default: http://127.0.0.1:8000/<tenant>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON only.")
+@click.argument("sample")
+def trigger(config_path: str, tenant: str, url: str | None, as_json: bool, sample: str) -> None:
+    """POST a signed SAMPLE event (a shipped sample name or a JSON file) to a running payhook.
+
+    Each call gets a fresh event id. Samples: payment_intent.succeeded, charge.refunded.full, ...
+    """
+    import httpx
+
+    from payhook.receive.verification import sign
+    from payhook.testing.samples import load_event, sample_names
+
+    config = load(config_path, require_secrets=True)
+    if tenant not in config.tenants:
+        raise click.BadParameter(f"no tenant {tenant!r} in {config_path}", param_hint="--tenant")
+    try:
+        payload = load_event(sample)
+    except FileNotFoundError:
+        known = ", ".join(sample_names())
+        raise click.BadParameter(f"no sample or file {sample!r}; samples: {known}") from None
+    body = json.dumps(payload).encode()
+    headers = {
+        "Stripe-Signature": sign(body, config.tenants[tenant].webhook_secrets[0]),
+        "Content-Type": "application/json",
+    }
+    target = url or f"http://127.0.0.1:8000/{tenant}"
+    try:
+        response = httpx.post(target, content=body, headers=headers, timeout=10)
+    except httpx.TransportError as exc:
+        raise click.ClickException(f"could not reach {target}: {exc}") from None
+    if as_json:
+        try:
+            answer = response.json()
+        except ValueError:  # not payhook's answer (a proxy's error page, say): as it came
+            answer = response.text
+        click.echo(json.dumps({"status_code": response.status_code, "body": answer}))
+    else:
+        click.echo(f"{response.status_code} {response.text}")
+    if response.status_code >= 400:
+        sys.exit(EXIT_PROBLEM)
+
+
+@events.command()
+@config_option()
+@days_option("--older-than-days", "Prune events received more than N days ago.", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def prune(config_path: str, older_than_days: float, as_json: bool) -> None:
+    """Drop payloads and finished runs of old events; their ids still dedupe redeliveries."""
+    from payhook.ops.retention import prune as prune_events
+
+    config = load(config_path)
+    with open_store(config) as store, progress_bar("pruning events") as progress:
+        result = prune_events(store, older_than_days, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"events": result.events, "runs": result.runs}))
+    else:
+        click.echo(f"pruned {result.events} events and {result.runs} runs")
 
 
 def render_event(detail: EventDetail) -> list[str]:

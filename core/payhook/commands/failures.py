@@ -25,7 +25,7 @@ __all__ = ["failures"]
 
 
 @click.command()
-@config_option
+@config_option()
 @click.option("--tenant", help="Only this tenant's runs.")
 @since_option("Only runs whose last attempt ended at or after WHEN: ISO 8601 or relative (3d, 12h, 30m).")
 @json_option

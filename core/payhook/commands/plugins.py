@@ -1,16 +1,20 @@
-"""`payhook plugins list`: what is installed, what it handles, and which tenants use it."""
+"""`payhook plugins list|new`: what is installed, what it handles and which tenants use it;
+a new plugin package to start from."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import click
 
 from payhook.commands.common import (
     EXIT_PROBLEM,
+    EXIT_USAGE,
+    config_option,
     echo_json,
     json_option,
     load,
@@ -20,8 +24,9 @@ from payhook.commands.common import (
 )
 from payhook.config import Config
 from payhook.plugins.host import ENTRY_POINT_GROUP, PluginHost
+from payhook.plugins.scaffold import package_folder, render
 
-__all__ = ["plugins_group"]
+__all__ = ["plugins"]
 
 
 @dataclass(frozen=True)
@@ -85,17 +90,14 @@ def plugin_rows(host: PluginHost, config: Config | None) -> list[PluginRow]:
     return rows
 
 
-@click.group("plugins")
-def plugins_group() -> None:
-    """Installed plugins."""
+@click.group()
+def plugins() -> None:
+    """Plugins: the installed ones, or a new one to write."""
 
 
-@plugins_group.command("list")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="PAYHOOK_CONFIG",
+@plugins.command("list")
+@config_option(
+    required=False,
     help="The TOML configuration file (or $PAYHOOK_CONFIG), to show which tenants enable each plugin.",
 )
 @json_option
@@ -128,3 +130,37 @@ def list_plugins(config_path: str | None, as_json: bool) -> None:
                 click.echo(f"{row.name}: {row.error}", err=True)
     if any(row.problem for row in rows):
         sys.exit(EXIT_PROBLEM)
+
+
+@plugins.command()
+@click.argument("name")
+@click.option(
+    "--directory",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The folder to create payhook-NAME in (default: the current one).",
+)
+@click.option(
+    "--with-table",
+    is_flag=True,
+    help="Also generate a table (a SQLModel model) and its Alembic migration on the plugin's "
+    "own branch, with tests that run on SQLite and PostgreSQL.",
+)
+def new(name: str, directory: Path | None, with_table: bool) -> None:
+    """Create the package payhook-NAME: a handler, its settings, its entry point, and tests."""
+    target = package_folder(name, directory)
+    try:
+        files = render(name, target, with_table=with_table)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        if target.exists():
+            click.echo(
+                f"--directory is the folder to create payhook-{name} in (here {target.parent}): "
+                f"pass another one, or remove {target}",
+                err=True,
+            )
+        sys.exit(EXIT_USAGE)
+    for path in files:
+        click.echo(f"created {path}")
+    click.echo(f'\nnext: pip install -e "{target}[testing]" && pytest {target}')

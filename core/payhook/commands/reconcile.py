@@ -10,6 +10,7 @@ from payhook.commands.common import (
     EXIT_PROBLEM,
     EXIT_USAGE,
     config_option,
+    discover_plugins,
     echo_json,
     echo_lines,
     fail,
@@ -20,7 +21,6 @@ from payhook.commands.common import (
     since_option,
     table,
 )
-from payhook.config import ConfigError
 from payhook.ops.reconcile import TenantReconcile, reconcile
 
 __all__ = ["reconcile_command"]
@@ -29,7 +29,7 @@ DEFAULT_SINCE = "3d"
 
 
 @click.command("reconcile")
-@config_option
+@config_option()
 @click.option("--tenant", help="Only this tenant (default: every active tenant).")
 @since_option(
     "List events created at or after WHEN: ISO 8601 (2027-05-01T12:00) or relative (3d, 12h, 30m). "
@@ -43,20 +43,13 @@ def reconcile_command(config_path: str, tenant: str | None, since: datetime | No
     [stripe] timeout, a page that makes no progress, no API key, an event payhook cannot
     store or that exceeds [ingest] max_body_bytes); what was stored before stays stored.
     """
-    from payhook.plugins.host import PluginHost
     from payhook.stripe_api.clients import StripeClients
 
-    config = load(config_path)
+    # Runs are created for the tenants' plugins: they must be installed, as for serve.
+    host = discover_plugins()
+    config = load(config_path, plugins=host)
     if tenant is not None and tenant not in config.tenants:
         fail(f"no tenant {tenant!r} in {config.source}", EXIT_USAGE)
-    host = PluginHost()
-    try:
-        # Runs are created for the tenant's plugins: they must be installed, as for serve.
-        host.check_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        raise SystemExit(EXIT_USAGE) from None
     clients = StripeClients(config.stripe)
     try:
         with open_store(config) as store:

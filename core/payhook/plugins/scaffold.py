@@ -1,4 +1,4 @@
-"""`payhook plugin new NAME`: a working plugin package, with passing tests, to start from.
+"""`payhook plugins new NAME`: a working plugin package, with passing tests, to start from.
 
 The package is rendered from the `*.tmpl` files of `template/` (those of
 `template/table/` replace or add files for `--with-table`), with `$name`, `$module`,
@@ -8,13 +8,10 @@ The package is rendered from the `*.tmpl` files of `template/` (those of
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from string import Template
 
-import click
-
-__all__ = ["FILES", "TABLE_FILES", "TEMPLATE", "package_folder", "plugin", "render"]
+__all__ = ["FILES", "TABLE_FILES", "TEMPLATE", "package_folder", "render"]
 
 TEMPLATE = Path(__file__).parent / "template"
 
@@ -76,7 +73,7 @@ def render(name: str, directory: Path, *, with_table: bool = False) -> list[Path
 
 
 def package_folder(name: str, directory: Path | None) -> Path:
-    """Where `payhook plugin new NAME --directory DIR` creates the package: DIR/payhook-NAME.
+    """Where `payhook plugins new NAME --directory DIR` creates the package: DIR/payhook-NAME.
 
     A DIR that is itself named payhook-NAME is taken as the package's folder.
     """
@@ -84,42 +81,3 @@ def package_folder(name: str, directory: Path | None) -> Path:
     if directory is None:
         return Path(folder)
     return directory if directory.name == folder else directory / folder
-
-
-@click.group()
-def plugin() -> None:
-    """Commands for plugin authors."""
-
-
-@plugin.command()
-@click.argument("name")
-@click.option(
-    "--directory",
-    "-d",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The folder to create payhook-NAME in (default: the current one).",
-)
-@click.option(
-    "--with-table",
-    is_flag=True,
-    help="Also generate a table (a SQLModel model) and its Alembic migration on the plugin's "
-    "own branch, with tests that run on SQLite and PostgreSQL.",
-)
-def new(name: str, directory: Path | None, with_table: bool) -> None:
-    """Create the package payhook-NAME: a handler, its settings, its entry point, and tests."""
-    target = package_folder(name, directory)
-    try:
-        files = render(name, target, with_table=with_table)
-    except ValueError as exc:
-        click.echo(f"error: {exc}", err=True)
-        if target.exists():
-            click.echo(
-                f"--directory is the folder to create payhook-{name} in (here {target.parent}): "
-                f"pass another one, or remove {target}",
-                err=True,
-            )
-        sys.exit(2)
-    for path in files:
-        click.echo(f"created {path}")
-    click.echo(f'\nnext: pip install -e "{target}[testing]" && pytest {target}')

@@ -35,7 +35,7 @@ from payhook.store import migrations
 if TYPE_CHECKING:
     from payhook.receive.runtime import Payhook
 
-__all__ = ["ServeOptions", "serve_in_processes", "worker_in_processes"]
+__all__ = ["ServeOptions", "WorkerOptions", "run_worker", "serve_in_processes", "worker_in_processes"]
 
 log = logging.getLogger("payhook.supervisor")
 
@@ -62,11 +62,23 @@ class ServeOptions:
     limit_concurrency: int | None
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """`payhook worker`'s options, as each worker process needs them."""
+
+    log_level: str
+    log_level_given: bool
+    grace: float
+
+
 # -- the parent ---------------------------------------------------------------------------
 
 
 def serve_in_processes(config_path: str, config: Config, options: ServeOptions, workers: int) -> NoReturn:
-    """Bind once, then run `workers` receiver processes on the socket until SIGTERM; exits."""
+    """Bind once, then run `workers` receiver processes on the socket until SIGTERM; exits.
+
+    `config` is the file at `config_path`, loaded and checked, its plugins included.
+    """
     _refuse_private_database(config, "--workers")
     with_pid_in_logs()
     _prepare_store(config)
@@ -91,19 +103,20 @@ def serve_in_processes(config_path: str, config: Config, options: ServeOptions, 
     sys.exit(status)
 
 
-def worker_in_processes(
-    config_path: str, config: Config, log_level: str, log_level_given: bool, grace: float, processes: int
-) -> NoReturn:
-    """Run `processes` worker processes on one configuration until SIGTERM; exits."""
+def worker_in_processes(config_path: str, config: Config, options: WorkerOptions, processes: int) -> NoReturn:
+    """Run `processes` worker processes on one configuration until SIGTERM; exits.
+
+    `config` is the file at `config_path`, loaded and checked, its plugins included.
+    """
     _refuse_private_database(config, "--processes")
     with_pid_in_logs()
     _prepare_store(config)
     supervisor = Supervisor(
         "worker",
         worker_child,
-        (config_path, log_level, log_level_given, grace),
+        (config_path, options),
         processes,
-        stop_timeout=grace + WORKER_STOP_MARGIN,
+        stop_timeout=options.grace + WORKER_STOP_MARGIN,
     )
     sys.exit(supervisor.run())
 
@@ -117,20 +130,13 @@ def _refuse_private_database(config: Config, option: str) -> None:
 
 
 def _prepare_store(config: Config) -> None:
-    """What each process would otherwise do at its start, done once: check, then migrate.
+    """What each process would otherwise do at its start, done once: migrate.
 
     Only an SQLite store is migrated, as a single `serve` does: PostgreSQL is upgraded on
-    purpose, with `payhook db upgrade`.
+    purpose, with `payhook db upgrade`. The command has checked the plugins already.
     """
-    from payhook.plugins.host import PluginHost
     from payhook.store.engine import Store
 
-    try:
-        PluginHost().check_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(2)
     if not config.database.is_sqlite:
         return
     # upgrade() takes turns with other processes starting on the same new file.
@@ -206,26 +212,17 @@ def serve_child(
         sys.exit(3)  # the lifespan failed; uvicorn has logged why
 
 
-def worker_child(
-    config_path: str,
-    log_level: str,
-    log_level_given: bool,
-    grace: float,
-    number: int,
-    count: int,
-    ready: Ready,
-) -> None:
+def worker_child(config_path: str, options: WorkerOptions, number: int, count: int, ready: Ready) -> None:
     """One worker process: `payhook worker` on the same configuration."""
-
     from payhook.receive.app import Payhook
 
-    config = _child_config(config_path, log_level, log_level_given)
+    config = _child_config(config_path, options.log_level, options.log_level_given)
     watch_parent()
     payhook = Payhook(config, migrate=False, run_worker=True)
     log.info("worker %d/%d running (pid %d)", number, count, os.getpid())
     # Its plugins and store are set up; what is left (starting threads) does not fail.
     ready()
-    run_worker(payhook, grace)
+    run_worker(payhook, options.grace)
 
 
 def run_worker(payhook: Payhook, grace: float) -> None:

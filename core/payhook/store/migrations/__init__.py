@@ -9,6 +9,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationInfo
+from alembic.script import Script
 from sqlalchemy import Engine
 
 from payhook.config import disabled_from_env
@@ -46,11 +48,25 @@ def alembic_config(engine: Engine, extra_locations: Iterable[str] = ()) -> Alemb
     return config
 
 
-def upgrade(engine: Engine, *, include_plugins: bool = True) -> None:
-    """Bring the core branch (and every installed plugin's branch) to its head."""
+def upgrade(engine: Engine, *, include_plugins: bool = True) -> list[Script]:
+    """Bring the core branch (and every installed plugin's branch) to its head.
+
+    Returns the revisions applied, in the order they were applied: branches that do not
+    depend on each other (a plugin's and the core's) come in alembic's order.
+    """
     extra = plugin_version_locations() if include_plugins else []
+    config = alembic_config(engine, extra)
+    applied: list[Script] = []
+
+    def record(*, step: MigrationInfo, **_: object) -> None:
+        revision = step.up_revision
+        if step.is_upgrade and isinstance(revision, Script):
+            applied.append(revision)
+
+    config.attributes["on_version_apply"] = record  # env.py passes it to alembic
     with one_migrator_at_a_time(engine):
-        command.upgrade(alembic_config(engine, extra), "heads")
+        command.upgrade(config, "heads")
+    return applied
 
 
 @contextmanager

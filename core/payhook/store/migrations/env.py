@@ -16,6 +16,8 @@ with engine.connect() as connection:
         target_metadata=SQLModel.metadata,
         version_table=VERSION_TABLE,
         render_as_batch=engine.dialect.name == "sqlite",
+        # upgrade() records each revision as it is applied, to name them in that order.
+        on_version_apply=context.config.attributes.get("on_version_apply"),
     )
     with context.begin_transaction():
         context.run_migrations()
