@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,8 +13,17 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from payhook.testing import FailedAttempt, MakePayhook, Run, assert_migrations_match, store_backends
+from payhook.testing import (
+    FailedAttempt,
+    MakePayhook,
+    Run,
+    StripeAPIRouter,
+    assert_migrations_match,
+    load_thin_event,
+    store_backends,
+)
 from sqlalchemy import Column, Integer, Table
 from sqlmodel import SQLModel
 
@@ -228,3 +238,113 @@ def test_pytest_plugins_payhook_testing_registers_the_fixtures_and_the_summary(t
     assert "1 passed, 1 skipped" in result.stdout
     summary = f"payhook: PostgreSQL store tests were SKIPPED: unreachable at {unreachable}"
     assert summary in result.stdout
+
+
+# -- thin events: the sample, and send(thin=True) --------------------------------------------
+
+THIN_SECRET = "whsec_thin_destination_secret"
+METER_ERROR = "v1.billing.meter.error_report_triggered"
+
+# A plugin typing its thin handlers with the SDK's classes, as a module of its own: the test
+# loads it with `from __future__ import annotations` and without.
+TYPED_PLUGIN = """
+from payhook import HandlerContext, Register, hookimpl
+from stripe.events import V1BillingMeterErrorReportTriggeredEventNotification
+from stripe.v2.core import EventNotification
+
+
+class TypedThinPlugin:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, str]] = []
+        self.fetched: list[str] = []
+
+    @hookimpl
+    def register_handlers(self, register: Register) -> None:
+        register("v1.billing.meter.error_report_triggered", self.on_error_report, name="on_error_report")
+        register("v1.billing.*", self.on_any, name="on_any")
+
+    def on_error_report(
+        self, event: V1BillingMeterErrorReportTriggeredEventNotification, ctx: HandlerContext
+    ) -> None:
+        self.got.append(("on_error_report", type(event).__name__, event.related_object.id))
+        if event.context is not None:
+            self.fetched.append(event.fetch_related_object().id)
+
+    def on_any(self, event: EventNotification, ctx: HandlerContext) -> None:
+        self.got.append(("on_any", type(event).__name__, event.id))
+"""
+
+
+def typed_thin_plugin(folder: Path, future_annotations: bool) -> Any:
+    source = ("from __future__ import annotations\n" if future_annotations else "") + TYPED_PLUGIN
+    path = folder / f"typed_thin_plugin_{future_annotations}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TypedThinPlugin()
+
+
+def thin_tenant(make_payhook: MakePayhook, plugin: object) -> Any:
+    tenant = {"plugins": ["typed"], "thin_webhook_secrets": [THIN_SECRET], "stripe_api_key": "rk_test_thin"}
+    return make_payhook({"typed": plugin}, tenants={"pycon": tenant})
+
+
+@store_backends
+@pytest.mark.parametrize("future_annotations", [True, False], ids=["future-annotations", "plain"])
+def test_send_thin_delivers_the_thin_sample_to_handlers_typed_with_the_sdks_classes(
+    make_payhook: MakePayhook, tmp_path: Path, future_annotations: bool
+) -> None:
+    plugin = typed_thin_plugin(tmp_path, future_annotations)
+    harness = thin_tenant(make_payhook, plugin)
+    event = load_thin_event()
+
+    runs = harness.send(event, thin=True)
+
+    assert [(run.handler, run.status) for run in runs] == [
+        ("on_error_report", "succeeded"),
+        ("on_any", "succeeded"),
+    ]
+    notification = "V1BillingMeterErrorReportTriggeredEventNotification"
+    assert sorted(plugin.got) == [
+        ("on_any", notification, event["id"]),
+        ("on_error_report", notification, "mtr_test_61R9IeoQkFyDcPCCP41IL5hXMs1L7kn0"),
+    ]
+    [stored] = harness.events()
+    assert (stored.source, stored.type, stored.stripe_event_id) == ("thin", METER_ERROR, event["id"])
+    assert harness.send(event, thin=True, expect="duplicate") == runs
+
+
+@store_backends
+def test_a_connected_accounts_thin_sample_is_fetched_with_its_context(
+    make_payhook: MakePayhook, stripe_api: StripeAPIRouter, tmp_path: Path
+) -> None:
+    plugin = typed_thin_plugin(tmp_path, future_annotations=True)
+    harness = thin_tenant(make_payhook, plugin)
+    event = load_thin_event(context="acct_1Connected")
+    meter = stripe_api.get(event["related_object"]["url"]).mock(
+        return_value=httpx.Response(
+            200, json={"id": event["related_object"]["id"], "object": "billing.meter"}
+        )
+    )
+
+    [run, _] = harness.send(event, thin=True)
+
+    assert run.status == "succeeded", run.last_error
+    request = meter.calls.last.request
+    assert (request.headers["stripe-context"], request.headers["authorization"]) == (
+        "acct_1Connected",
+        "Bearer rk_test_thin",
+    )
+    assert plugin.fetched == [event["related_object"]["id"]]
+
+
+@store_backends
+def test_send_thin_to_a_tenant_without_thin_secrets_fails_the_test_saying_what_to_add(
+    make_payhook: MakePayhook,
+) -> None:
+    harness = make_payhook({}, tenants={"plain": {}})
+    with pytest.raises(pytest.fail.Exception, match="tenant 'plain' has no thin_webhook_secrets"):
+        harness.send(load_thin_event(), thin=True)
+    assert harness.events() == []

@@ -13,6 +13,7 @@ from payhook.store.runs import newer_event_applied
 
 if TYPE_CHECKING:
     import stripe
+    from stripe import StripeObject
 
     from payhook.store.compiled import Executor, Statement
     from payhook.store.engine import HandlerTransaction
@@ -138,12 +139,16 @@ class HandlerContext:
         """
         return self._clients().for_tenant(self.tenant)
 
-    def fetch_latest(self) -> Any:
+    def fetch_latest(self) -> StripeObject:
         """The event's `data.object` as Stripe has it now, retrieved with the tenant's client.
 
         An event is a snapshot taken when it happened; a handler that acts on the object's
         current state (a retried run, an out-of-order delivery) asks for it here. Identical
         requests in flight share one call, and each tenant's calls are rate limited.
+
+        It is the SDK's object of its class (a `stripe.PaymentIntent` for a payment intent:
+        narrow it with `isinstance` for typed attributes), not a dict: read `obj.status` or
+        `obj["status"]`; `obj.to_dict()` gives a plain dict, with `.get`.
         """
         obj = getattr(getattr(self.event, "data", None), "object", None)
         url = getattr(obj, "instance_url", None)

@@ -3,7 +3,7 @@
 Each client carries its tenant's key (and Connect account) and the `[stripe]` settings, on
 an httpx transport: the one transport tests can mock (respx) for sync and async calls alike.
 Each request ends within `[stripe] timeout` in total, however slowly the answer comes
-(see stripe_http.py).
+(see `payhook.stripe_api.http`).
 The SDK is imported on first use, so a runtime whose handlers never call Stripe pays nothing.
 """
 
@@ -57,11 +57,14 @@ class StripeClients:
                 client = self._clients[tenant.slug] = self._build(tenant, tenant.stripe_api_key)
         return client
 
-    def retrieve(self, tenant: TenantConfig, url: str) -> Any:
+    def retrieve(self, tenant: TenantConfig, url: str) -> stripe.StripeObject:
         """GET `url` (an object's API path) with the tenant's client: identical requests
-        in flight are made once, and calls are held to `[stripe] rate_limit` per second."""
+        in flight are made once, and calls are held to `[stripe] rate_limit` per second.
 
-        def call() -> Any:
+        The answer is the SDK's object for it (a `stripe.PaymentIntent`, say), shared by the
+        callers that waited for it."""
+
+        def call() -> stripe.StripeObject:
             client = self.for_tenant(tenant)
             self._limiter(tenant.slug).acquire()
             return client.deserialize(client.raw_request("get", url), api_mode="V1")
