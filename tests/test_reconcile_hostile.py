@@ -163,7 +163,7 @@ def test_an_answer_that_trickles_ends_each_call_at_the_timeout_and_fails_the_ten
         result = payhook("reconcile", "--config", str(config), "--since", "1d")
 
     assert result.exit_code == 1, result.output
-    assert "error: pycon: page 1: APIConnectionError: no complete answer within 3 s" in result.stderr
+    assert "error: pycon: page 1: StripeTimeout: no complete answer within 3 s" in result.stderr
     assert "[stripe] timeout" in result.stderr
     assert "djangocon" not in result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}

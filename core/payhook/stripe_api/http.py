@@ -21,18 +21,26 @@ from typing import Any
 
 import stripe
 
-__all__ = ["DeadlineHTTPXClient"]
+__all__ = ["DeadlineHTTPXClient", "StripeTimeout"]
 
 # The body, status and headers of an answer.
 Answer = tuple[bytes, int, Mapping[str, str]]
 
 
+class StripeTimeout(stripe.APIConnectionError):
+    """A request to Stripe got no complete answer within `[stripe] timeout` seconds.
+
+    An `APIConnectionError` (the SDK retries it as one); its own class gives a handler's
+    failure a stable recorded type, `payhook.StripeTimeout`.
+    """
+
+
 class DeadlineHTTPXClient(stripe.HTTPXClient):
     """`stripe.HTTPXClient` whose requests each end within `timeout` seconds in total.
 
-    A request over the deadline raises `APIConnectionError` (retryable, like httpx's own
-    timeouts), so the SDK tries it again up to `max_network_retries` times, each try with
-    its own deadline. Streamed answers (`request_stream`, used for file downloads) keep the
+    A request over the deadline raises `StripeTimeout`, an `APIConnectionError` (retryable,
+    like httpx's own timeouts), so the SDK tries it again up to `max_network_retries` times,
+    each try with its own deadline. Streamed answers (`request_stream`, used for file downloads) keep the
     SDK's per-read timeouts only.
     """
 
@@ -84,7 +92,7 @@ class DeadlineHTTPXClient(stripe.HTTPXClient):
                 answer: Answer = await super().request_async(method, url, headers, post_data)
                 return answer
         except TimeoutError:
-            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
+            raise StripeTimeout(  # type: ignore[no-untyped-call]
                 f"no complete answer within {self.deadline:g} s ([stripe] timeout bounds each "
                 "request in total)",
                 should_retry=True,
