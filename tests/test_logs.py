@@ -114,3 +114,23 @@ def test_level_warning_writes_no_delivery_or_run_lines(
 def test_a_level_given_on_the_command_line_wins(restore_logging: None) -> None:
     logs.configure(LoggingConfig(level="error"), "debug")
     assert logging.getLogger().level == logging.DEBUG
+
+
+def test_a_failures_warning_line_escapes_what_came_from_outside(
+    make_payhook: Any, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    """An event id and an error message with a newline (or an escape code) stay on one line."""
+    logs.configure(LoggingConfig(format="text", level="warning"))
+    plugin = RecordingPlugin("rec")
+    plugin.fail("apply", lambda n: RuntimeError("ledger offline\n2027-01-01 ERROR payhook: forged \x1b[2J"))
+    harness = make_payhook({"rec": plugin}, tenants={"logs": {"plugins": ["rec"]}})
+    create_effect_table(harness.store.engine)
+    event = load_event("payment_intent.succeeded", id="evt_1\n2027-01-01 INFO payhook: forged")
+    harness.deliver(event)
+    harness.process()
+    err = capsys.readouterr().err
+    assert not [line for line in err.splitlines() if line.startswith("2027-01-01")]
+    assert "\x1b" not in err
+    [line] = lines_of(err, "payhook.processing")
+    assert 'event "evt_1\\n2027-01-01 INFO payhook: forged") attempt 1 failed; will retry' in line
+    assert line.endswith('RuntimeError: "ledger offline\\n2027-01-01 ERROR payhook: forged \\u001b[2J"')

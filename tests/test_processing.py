@@ -206,7 +206,7 @@ def test_an_expired_lease_is_reclaimed_and_counts_as_an_attempt(make_payhook: An
     run = run_of(harness, "apply")
     assert (run.status, run.attempts) == ("succeeded", 2)
     [failure] = harness.failures()
-    assert (failure.attempt, failure.error_type) == (1, "LeaseExpired")
+    assert (failure.attempt, failure.error_type) == (1, "payhook.LeaseExpired")
     assert len(effects(harness.store.engine)) == 1
 
 
@@ -577,7 +577,7 @@ def test_a_crash_before_the_deferred_mark_commits_runs_the_run_again(
     assert outcome.status == "succeeded"
     [again] = harness.runs()
     assert (again.status, again.attempts) == ("succeeded", 2)
-    assert [failure.error_type for failure in harness.failures()] == ["LeaseExpired"]
+    assert [failure.error_type for failure in harness.failures()] == ["payhook.LeaseExpired"]
     assert plugin.calls == [event["id"], event["id"]]  # at least once: never lost
 
 
@@ -625,3 +625,96 @@ def test_a_run_that_wrote_and_lost_its_lease_commits_nothing_on_the_deferring_pa
     assert waiting == []
     assert effects(harness.store.engine) == []
     assert run_of(harness, "apply").status == "running"
+
+
+class RaisesPerAttempt:
+    """A handler that raises `errors[n - 1]` on attempt n (the same again if SQLite re-runs it)."""
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        self.errors = errors
+
+    def handle(self, event: Any, ctx: HandlerContext) -> None:
+        raise self.errors[ctx.attempt - 1]
+
+    @hookimpl
+    def register_handlers(self, register: Any) -> None:
+        register("payment_intent.succeeded", self.handle, name="handle")
+
+
+def moved(error: BaseException) -> BaseException:
+    """The same error as if its class were defined in another of payhook's modules."""
+    cls = type(error)
+    elsewhere = type(cls.__name__, (cls,), {"__module__": "payhook.somewhere.else"})
+    copy: BaseException = elsewhere.__new__(elsewhere, *error.args)
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    return copy
+
+
+def test_payhooks_own_errors_are_recorded_under_stable_names_wherever_they_are_defined(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    from payhook import StoreUnavailable
+    from payhook.store.sqlite import WriteConflict
+    from payhook.store.sqlite_files import StoreFileProblem
+    from payhook.stripe_api.clients import NoStripeKey
+    from payhook.stripe_api.http import StripeTimeout
+
+    stable = [
+        (WriteConflict("another writer committed"), "payhook.WriteConflict"),
+        (NoStripeKey("test"), "payhook.NoStripeKey"),
+        (StoreUnavailable("no answer", reason="timeout"), "payhook.StoreUnavailable"),
+        (StoreFileProblem("the file is gone", reason="deleted"), "payhook.StoreFileProblem"),
+        (StripeTimeout("no complete answer within 3 s"), "payhook.StripeTimeout"),  # type: ignore[no-untyped-call]
+    ]
+    errors = [error for original, _ in stable for error in (original, moved(original))]
+    harness: PayhookHarness = make_payhook(
+        {"raises": RaisesPerAttempt(errors)}, processing={"max_attempts": len(errors)}
+    )
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process(include_scheduled=True)
+    expected = [name for _, name in stable for _ in (1, 2)]
+    assert [(f.attempt, f.error_type) for f in harness.failures()] == list(enumerate(expected, 1))
+    [run] = harness.runs()
+    assert (run.status, run.last_error_type) == ("dead", "payhook.StripeTimeout")
+
+
+def test_an_error_text_no_store_can_keep_is_recorded_escaped(make_payhook: Any, stripe_event: Any) -> None:
+    """NUL (PostgreSQL's text refuses it) and a lone surrogate (no UTF-8 at all, so neither
+    store takes it) in a handler's error are recorded as escapes, on both stores alike."""
+    plugin = RecordingPlugin("rec", {"payment_intent.succeeded": ["nul", "surrogate", "skips"]})
+    plugin.fail("nul", lambda n: RuntimeError("a\x00b"))
+    plugin.fail("surrogate", lambda n: RuntimeError("card holder \udce9"))
+    plugin.fail("skips", lambda n: Skip("nothing for \x00"))
+    harness = setup(make_payhook, plugin, processing={"max_attempts": 1})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    outcomes = harness.process()
+    assert sorted(outcome.status for outcome in outcomes) == ["dead", "dead", "skipped"]
+    nul, surrogate, skips = (run_of(harness, name) for name in ("nul", "surrogate", "skips"))
+    assert (nul.status, nul.last_error_type, nul.last_error) == ("dead", "RuntimeError", "a\\x00b")
+    assert nul.last_traceback is not None and "RuntimeError: a\\x00b" in nul.last_traceback
+    assert (surrogate.status, surrogate.last_error) == ("dead", "card holder \\udce9")
+    assert (skips.status, skips.last_error) == ("skipped", "nothing for \\x00")
+    recorded = {f.message for f in harness.failures()}
+    assert recorded == {"a\\x00b", "card holder \\udce9"}
+
+
+def test_a_lost_last_attempt_kills_the_run_under_that_attempts_number(
+    make_payhook: Any, stripe_event: Any
+) -> None:
+    plugin = RecordingPlugin("rec")
+    harness = setup(make_payhook, plugin, processing={"max_attempts": 1})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.app.payhook.processor.claim(10)  # ...and that worker dies, on the only attempt
+    with harness.store.transaction() as conn:
+        conn.execute(update(HandlerRun).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    [outcome] = harness.process()
+    assert outcome.status == "dead"
+    run = run_of(harness, "apply")
+    assert (run.status, run.attempts, run.lease_token) == ("dead", 1, None)
+    [failure] = harness.failures()
+    assert (failure.attempt, failure.error_type) == (1, "payhook.LeaseExpired")
+    # Whoever held it: a worker, or an inline request.
+    assert failure.message.startswith("attempt 1 did not finish before its lease expired")
+    assert "worker or inline request" in failure.message
+    assert plugin.calls == []

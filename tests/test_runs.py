@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,6 +64,7 @@ def claimed(run: HandlerRun) -> ClaimedRun:
         replayed=False,
         tenant="test",
         stripe_event_id="evt",
+        event_type="payment_intent.succeeded",
         payload=EventPayload("{}"),
     )
 
@@ -76,6 +78,7 @@ def attempt(transition: str, runs: Runs, harness: PayhookHarness, run: HandlerRu
             harness, lambda cursor: runs.adopt(cursor, run.event_id, utcnow(), LEASE)
         ),
         "renew_lease": lambda: runs.renew_lease(claimed(run), 60),
+        "extend_lease": lambda: runs.extend_lease(claimed(run).id, TOKEN, 60),
         "succeed": lambda: runs.succeed_alone(claimed(run), 1.0),
         "skip": lambda: runs.skip(claimed(run), "nothing to do", 1.0),
         "fail": lambda: runs.fail(claimed(run), failure, next_attempt_at=utcnow()),
@@ -88,7 +91,7 @@ def attempt(transition: str, runs: Runs, harness: PayhookHarness, run: HandlerRu
     before = _state(harness)
     result = actions[transition]()
     changed = _state(harness) != before
-    if transition in ("release", "abandon", "adopt"):
+    if transition in ("release", "adopt"):
         return changed  # these report nothing themselves
     assert bool(result) == changed, f"{transition} said {result!r} but the row changed={changed}"
     return changed
@@ -224,3 +227,81 @@ def test_an_owned_run_whose_lease_ran_out_is_the_workers(make_payhook: Any, stri
     [reclaimed] = payhook.runs.claim("a-worker", 10, 60)
     assert (reclaimed.reclaimed, reclaimed.attempts) == (True, 2)
     assert payhook.runs.owned(stored.event_id, short) == []
+
+
+def lifecycle_table() -> set[str]:
+    """The transitions docs/processing.md's lifecycle table names, one per row or several."""
+    text = (Path(__file__).parent.parent / "docs" / "processing.md").read_text()
+    table = text.split("| transition | from | to | who asks |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    return {name.strip() for row in rows for name in row.split("|")[1].split(",")}
+
+
+def test_the_tables_are_the_pictures() -> None:
+    """Each transition the docs and the module's picture draw is in the tables the statements
+    and the every-state test are built from, and the tables hold nothing else."""
+    from payhook.store import runs
+
+    drawn = lifecycle_table()
+    assert drawn == set(CREATIONS) | set(TRANSITIONS)
+    picture = runs.__doc__ or ""
+    assert [name for name in sorted(drawn) if name not in picture] == []
+
+
+def failure_rows(harness: PayhookHarness) -> list[tuple[int, str]]:
+    return [(failure.attempt, failure.error_type) for failure in harness.failures()]
+
+
+@store_backends
+@pytest.mark.parametrize("dead", [False, True], ids=["retried", "dead"])
+def test_a_lost_attempt_is_recorded_under_its_own_number(
+    dead: bool, make_payhook: Any, stripe_event: Any
+) -> None:
+    harness: PayhookHarness = make_payhook({"rec": RecordingPlugin("rec")})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    run = put_run_in(harness, RunStatus.RUNNING)
+    # Reclaimed: attempt 2 lost its lease, and this claim counted attempt 3.
+    reclaim = dataclasses.replace(claimed(run), attempts=3, reclaimed=True)
+    with harness.store.transaction() as conn:
+        conn.execute(update(HandlerRun).values(attempts=3))
+    failure = Failure("payhook.LeaseExpired", "attempt 2 did not finish")
+    assert harness.app.payhook.runs.note_lost_attempt(reclaim, failure, dead=dead)
+    assert failure_rows(harness) == [(2, "payhook.LeaseExpired")]
+    [after] = harness.runs()
+    if dead:  # this claim's attempt never started: undone
+        assert (after.status, after.attempts, after.lease_token) == ("dead", 2, None)
+    else:
+        assert (after.status, after.attempts, after.lease_token) == ("running", 3, TOKEN)
+    assert after.last_error_type == "payhook.LeaseExpired"
+
+
+@store_backends
+@pytest.mark.parametrize("earlier", ["failed", "dead"])
+def test_release_puts_a_run_back_as_its_current_budget_had_it(
+    earlier: str, make_payhook: Any, stripe_event: Any
+) -> None:
+    """Failed if an attempt of the budget it runs on failed already; a run re-armed (or
+    replayed) has a fresh budget, so released before its first new attempt it is pending."""
+    harness: PayhookHarness = make_payhook({"rec": RecordingPlugin("rec")})
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    run = put_run_in(harness, RunStatus(earlier))
+    with harness.store.transaction() as conn:
+        conn.execute(update(HandlerRun).values(attempts=3))
+    runs = harness.app.payhook.runs
+    # An inline redelivery: re-arm what is dead, adopt what waits, then the request gives up.
+    lease = Lease("a-request inline", "a-redelivery's-claim", 60)
+
+    def take_over(cursor: Any) -> None:
+        runs.rearm(cursor, run.event_id, utcnow())
+        runs.adopt(cursor, run.event_id, utcnow(), lease)
+
+    _with_cursor(harness, take_over)
+    [adopted] = runs.owned(run.event_id, lease)
+    assert adopted.attempts == 4
+    runs.release([adopted])
+    [after] = harness.runs()
+    assert (after.status, after.attempts, after.lease_token) == (
+        "pending" if earlier == "dead" else "failed",
+        3,
+        None,
+    )

@@ -135,7 +135,7 @@ def test_kill_9_mid_transaction_is_reclaimed_after_the_lease(
     assert scalar(engine, "SELECT attempts FROM payhook_handler_run") == 2
     with engine.connect() as conn:
         failures = conn.execute(text("SELECT attempt, error_type FROM payhook_run_failure")).all()
-    assert [tuple(row) for row in failures] == [(1, "LeaseExpired")]
+    assert [tuple(row) for row in failures] == [(1, "payhook.LeaseExpired")]
 
 
 def test_connections_cut_during_a_burst(tmp_path: Path, payhook_database_url: str, engine: Any) -> None:
@@ -213,7 +213,7 @@ def test_sigterm_during_load_leaves_no_run_running_without_a_live_lease(
         assert run_counts(engine).get("running", 0) == 0
         with engine.connect() as conn:
             handed_back = conn.execute(
-                text("SELECT count(*) FROM payhook_run_failure WHERE error_type = 'WorkerStopped'")
+                text("SELECT count(*) FROM payhook_run_failure WHERE error_type = 'payhook.WorkerStopped'")
             ).scalar()
         assert handed_back and handed_back >= 2
         os.environ.pop("PAYHOOK_TESTPLUGIN_SLEEP", None)

@@ -4,10 +4,12 @@ handed to handlers as the SDK's EventNotification on the tenant's client."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
 import httpx
+import pytest
 import stripe
 from payhook import HandlerContext, hookimpl
 from payhook.testing import MakePayhook, PayhookHarness, fresh_event_id, signed_headers, store_backends
@@ -164,3 +166,22 @@ def test_stripe_can_parse_what_the_fixture_builds() -> None:
     client = stripe.StripeClient("rk_test_x")
     parsed = client.parse_event_notification_without_verification(json.dumps(thin_event()))
     assert parsed.type == METER_ERROR
+
+
+@store_backends
+def test_a_thin_events_run_line_names_its_type(
+    make_payhook: MakePayhook, stripe_api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The type comes from the stored event's row: a thin event's payload is never parsed
+    into a snapshot event, and the line has it all the same."""
+    harness = make(make_payhook, ThinPlugin())
+    stripe_api.get("/v1/billing/meters/mtr_test_61R9IeoQkFyDcPCCP41IL5hXMs1L7kn0").mock(
+        return_value=httpx.Response(200, json={"id": "mtr_test_61R9", "object": "billing.meter"})
+    )
+    event = thin_event()
+    assert post(harness, "/pycon/thin", event, THIN_SECRET).json()["status"] == "accepted"
+    caplog.set_level(logging.INFO, logger="payhook.run")
+    harness.process()
+    [line] = [str(record.msg) for record in caplog.records if record.name == "payhook.run"]
+    assert f"event_id={event['id']} event_type={METER_ERROR} plugin=thin handler=handle" in line
+    assert "outcome=succeeded" in line

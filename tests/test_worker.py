@@ -44,7 +44,7 @@ def test_stop_releases_queued_runs_and_hands_back_stuck_ones(make_payhook: Any, 
     by_status = sorted((run.status, run.attempts) for run in harness.runs())
     assert by_status == [("failed", 1), ("pending", 0), ("pending", 0)]
     [failure] = harness.failures()
-    assert failure.error_type == "WorkerStopped"
+    assert failure.error_type == "payhook.WorkerStopped"
     assert len(plugin.calls) == 1  # the queued run never started
 
 

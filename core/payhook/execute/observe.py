@@ -51,13 +51,11 @@ def run_observed(run: ClaimedRun, outcome: RunOutcome, seconds: float) -> None:
 
 
 def _log_run(run: ClaimedRun, outcome: RunOutcome, seconds: float) -> None:
-    # The event type is known once the payload was parsed for the handler; a run that never
-    # reached its handler (a plugin switched off, a lost lease) is not parsed just for this.
-    parsed = run.payload.parsed
     facts = {
         "tenant": run.tenant,
         "event_id": run.stripe_event_id,
-        "event_type": getattr(parsed, "type", None),
+        # From the event's row, which the claim reads anyway: no payload is parsed for it.
+        "event_type": run.event_type,
         "plugin": run.plugin,
         "handler": run.handler,
         "run_id": run.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
@@ -69,10 +70,30 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# The error types payhook records without an exception to name them.
+LEASE_EXPIRED = "payhook.LeaseExpired"
+WORKER_STOPPED = "payhook.WorkerStopped"
+
+
 def qualified_name(cls: type) -> str:
-    """How an error type is stored: `payhook.GiveUp`, `ValueError`, `pkg.module.Error`."""
+    """How an error type is stored: `payhook.GiveUp`, `ValueError`, `pkg.module.Error`.
+
+    Every exception payhook defines is stored as `payhook.<Name>`, public or not, whichever
+    of its modules defines it: failures group by this name (`payhook failures`), and one
+    recorded before a module moved must group with one recorded after.
+    """
     module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    if module == "builtins":
+        return cls.__qualname__
+    if module == "payhook" or module.startswith("payhook."):
+        return f"payhook.{cls.__qualname__}"
+    return f"{module}.{cls.__qualname__}"
+
+
+def loggable(text: str) -> str:
+    """`text` for a log line: as it is if printable, else JSON-quoted (as `logs.Fields`
+    writes such a value), so that a newline or escape code in it cannot forge a line."""
+    return text if text.isprintable() else json.dumps(text)
 
 
 class Processor:
@@ -161,7 +182,9 @@ class Processor:
             lost = run.attempts - 1
             dead = lost - run.attempt_base >= policy.max_attempts
             failure = Failure(
-                "LeaseExpired", f"the worker holding attempt {lost} did not finish before its lease expired"
+                LEASE_EXPIRED,
+                f"attempt {lost} did not finish before its lease expired: the worker or inline "
+                "request holding it stopped or hung",
             )
             if not self.runs.note_lost_attempt(run, failure, dead=dead):
                 return _lease_lost(run)
@@ -254,7 +277,7 @@ class Processor:
                 elapsed = (time.perf_counter() - started) * 1000
                 if not self.runs.skip(run, exc.reason, elapsed):
                     return _lease_lost(run)
-                ctx.logger.info("run %s skipped: %s", run.id, exc.reason)
+                ctx.logger.info("run %s skipped: %s", run.id, loggable(exc.reason))
                 return RunOutcome(run.id, Outcome.SKIPPED, exc.reason)
             except Exception as exc:
                 transaction.rollback()
@@ -277,7 +300,7 @@ class Processor:
 
     def abandon(self, runs: list[ClaimedRun]) -> None:
         """Hand back runs this worker cannot finish (shutdown): due now for another worker."""
-        failure = Failure("WorkerStopped", f"worker {self.owner} stopped before this run finished")
+        failure = Failure(WORKER_STOPPED, f"worker {self.owner} stopped before this run finished")
         self.runs.abandon(runs, failure)
 
     def release(self, runs: list[ClaimedRun]) -> None:
@@ -310,11 +333,11 @@ class Processor:
             run.plugin,
             run.handler,
             run.tenant,
-            run.stripe_event_id,
+            loggable(run.stripe_event_id),
             run.attempts,
             "; giving up" if dead else "; will retry",
             error_type,
-            failure.message,
+            loggable(failure.message),
         )
         if ctx is not None:
             try:

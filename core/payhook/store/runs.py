@@ -9,7 +9,7 @@ between them::
        ┌──── release ────── ┌─────────┐ ◀──── rearm (a redelivery) ─────── dead
        │  (never started)   │ pending │ ◀──── replay ── failed, dead, succeeded, skipped
        ▼                    └─────────┘
-    pending/failed              │ claim (due; or running with an expired lease)
+    pending, or failed          │ claim (due; or running with an expired lease)
                                 │ adopt (an inline redelivery; from failed too)
                                 ▼
   create_owned ──────────▶ ┌─────────┐ ── renew_lease / extend_lease ──▶ running
@@ -18,6 +18,11 @@ between them::
                                 │      ── fail ────────▶ failed (retry due later) or dead
                                 │      ── abandon ─────▶ failed (due now; worker stopped)
                                 └───── note_lost_attempt (reclaimed) ──▶ running or dead
+
+`release` undoes the claim's attempt: the run is `failed` again if an earlier attempt of its
+current budget failed, else `pending`. A lost attempt (`note_lost_attempt`) is recorded under
+its own number, the one before the reclaiming claim's; when it was the last of the budget the
+run is dead and the reclaiming claim's attempt, never started, is undone.
 
 Every transition out of `running` names the claim it acts for (the lease token), so a
 worker that lost its lease can never overwrite what the run's new owner did.
@@ -40,7 +45,8 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -51,6 +57,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -78,6 +85,7 @@ __all__ = [
     "Runs",
     "newer_event_applied",
     "runs_of",
+    "storable",
 ]
 
 EVENT = Event.__table__  # type: ignore[attr-defined]
@@ -95,12 +103,13 @@ TRANSITIONS: dict[str, tuple[frozenset[RunStatus], RunStatus | None]] = {
     "claim": (frozenset({S.PENDING, S.FAILED, S.RUNNING}), S.RUNNING),  # running: lease expired
     "adopt": (frozenset({S.PENDING, S.FAILED}), S.RUNNING),  # whatever the schedule
     "renew_lease": (frozenset({S.RUNNING}), S.RUNNING),
+    "extend_lease": (frozenset({S.RUNNING}), S.RUNNING),  # a handler asks (ctx.extend_lease)
     "succeed": (frozenset({S.RUNNING}), S.SUCCEEDED),
     "skip": (frozenset({S.RUNNING}), S.SKIPPED),
     "fail": (frozenset({S.RUNNING}), None),  # failed, or dead when no attempt is left
     "note_lost_attempt": (frozenset({S.RUNNING}), None),  # stays running, or dead
     "release": (frozenset({S.RUNNING}), None),  # back to pending (or failed) untouched
-    "abandon": (frozenset({S.RUNNING}), S.FAILED),
+    "abandon": (frozenset({S.RUNNING}), S.FAILED),  # a failed attempt, due now, never dead
     "rearm": (frozenset({S.DEAD}), S.PENDING),
     "replay": (frozenset({S.FAILED, S.DEAD, S.SUCCEEDED, S.SKIPPED}), S.PENDING),
 }
@@ -109,7 +118,7 @@ FINISHED = (S.SUCCEEDED.value, S.SKIPPED.value, S.DEAD.value)
 # PostgreSQL: a claim's commit does not wait for the WAL flush (see Runs._claim_without_flush).
 CLAIM_COMMIT = "SET LOCAL synchronous_commit TO off"
 # What a worker needs of the event a claimed run belongs to.
-EVENT_COLUMNS = ("tenant", "stripe_event_id", "payload")
+EVENT_COLUMNS = ("tenant", "stripe_event_id", "type", "payload")
 # What it needs of the run (see _claimed_runs).
 _RETURNED = (
     RUN.c.id,
@@ -166,11 +175,6 @@ class EventPayload:
         return self._thin
 
     @property
-    def parsed(self) -> StripeEvent | None:
-        """The event if a handler's run has parsed it already, else None (nothing is parsed)."""
-        return self._event
-
-    @property
     def event(self) -> StripeEvent:
         if self._event is None:
             with self._lock:
@@ -206,6 +210,8 @@ class ClaimedRun:
     replayed: bool
     tenant: str
     stripe_event_id: str
+    # The stored event's `type` column: known without parsing the payload (thin events too).
+    event_type: str
     payload: EventPayload = field(repr=False)
     # When this process claimed it (time.monotonic()): a run may wait in the worker's queue.
     claimed_at: float = field(default_factory=time.monotonic)
@@ -218,11 +224,36 @@ class ClaimedRun:
 
 @dataclass(frozen=True)
 class Failure:
-    """One failed attempt, as stored in `payhook_run_failure` and on the run."""
+    """One failed attempt, as stored in `payhook_run_failure` and on the run.
+
+    Its texts are made storable on both stores when it is made (see `storable`).
+    """
 
     error_type: str
     message: str
     traceback: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("message", "traceback"):
+            object.__setattr__(self, name, storable(getattr(self, name)))
+        # The column holds 255 characters (PostgreSQL refuses more).
+        object.__setattr__(self, "error_type", storable(self.error_type)[:255])
+
+
+def storable(text: str) -> str:
+    """`text` as both stores can keep it: NUL (which PostgreSQL's text refuses) written as
+    `\\x00`, and a lone surrogate (which is no UTF-8 at all) as its `\\udcxx` escape.
+
+    An error's message may hold anything a handler read: a card holder's name, binary junk.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def status_in(statuses: Iterable[str]) -> ColumnElement[bool]:
@@ -282,10 +313,7 @@ class Runs:
             update(RUN).where(_guard("renew_lease")).values(lease_expires_at=_time("b_until"))
         )
         self._extend = compile_(
-            update(RUN)
-            .where(RUN.c.id == bindparam("b_id"), RUN.c.lease_token == bindparam("b_token"))
-            .where(RUN.c.status == S.RUNNING.value)
-            .values(lease_expires_at=_time("b_until"))
+            update(RUN).where(_guard("extend_lease")).values(lease_expires_at=_time("b_until"))
         )
         finished = {
             "finished_at": _time("b_now"),
@@ -353,12 +381,45 @@ class Runs:
             )
         )
         self._note_lost = compile_(update(RUN).where(_guard("note_lost_attempt")).values(**recorded_error))
+        # The lost attempt was the last of the budget: dead, and this claim (which starts no
+        # attempt) is undone, so `attempts` still counts the attempts made.
+        self._note_lost_dead = compile_(
+            update(RUN)
+            .where(_guard("note_lost_attempt"))
+            .values(
+                status=S.DEAD.value,
+                attempts=RUN.c.attempts - 1,
+                next_attempt_at=None,
+                finished_at=_time("b_now"),
+                duration_ms=None,
+                lease_token=None,
+                lease_expires_at=None,
+                **recorded_error,
+            )
+        )
+        # A failed attempt handed back by a stopping worker: due now, whatever its budget
+        # (the next claim's attempt decides whether it dies).
+        self._abandon = compile_(
+            update(RUN)
+            .where(_guard("abandon"))
+            .values(
+                status=S.FAILED.value,
+                next_attempt_at=_time("b_now"),
+                finished_at=_time("b_now"),
+                duration_ms=None,
+                lease_token=None,
+                lease_expires_at=None,
+                **recorded_error,
+            )
+        )
         self._record_failure = compile_(FAILURE.insert(), insert_keys(FAILURE))
+        # Back as it was before the claim: `failed` if an attempt of its current budget failed
+        # already (a re-armed or replayed run starts a new budget), else `pending`.
         self._release = compile_(
             update(RUN)
             .where(_guard("release"))
             .values(
-                status=bindparam("b_status"),
+                status=case((RUN.c.attempts - 1 > RUN.c.attempt_base, S.FAILED.value), else_=S.PENDING.value),
                 attempts=RUN.c.attempts - 1,
                 lease_token=None,
                 lease_expires_at=None,
@@ -477,13 +538,9 @@ class Runs:
                 rows = statements.cursor.fetchall()
         else:
             # A read: no write lock, no transaction (the driver's autocommit).
-            with self.store.engine.connect() as conn:
-                cursor = conn.connection.cursor()
-                try:
-                    cursor.execute(self._owned.sql, params)
-                    rows = cursor.fetchall()
-                finally:
-                    cursor.close()
+            with self.store.engine.connect() as conn, cursor_of(conn) as cursor:
+                cursor.execute(self._owned.sql, params)
+                rows = cursor.fetchall()
         # Not reclaimed: the previous status is not `running`.
         return _claimed_runs([(*row, None) for row in rows], lease.token, lease.made_at)
 
@@ -564,17 +621,13 @@ class Runs:
         if mark is None:
             rows = self._claim_without_flush(pick, params)
         else:
-            with self._transaction() as conn:
-                cursor = conn.connection.cursor()
-                try:
-                    cursor.execute(pick.sql, pick.params(params))
-                    rows = cursor.fetchall()
-                    if rows:
-                        was = dict(rows)
-                        cursor.execute(mark.sql, mark.params(params))
-                        rows = [(*row, was[row[0]]) for row in cursor.fetchall()]
-                finally:
-                    cursor.close()
+            with self._transaction_cursor() as cursor:
+                cursor.execute(pick.sql, pick.params(params))
+                rows = cursor.fetchall()
+                if rows:
+                    was = dict(rows)
+                    cursor.execute(mark.sql, mark.params(params))
+                    rows = [(*row, was[row[0]]) for row in cursor.fetchall()]
         return _claimed_runs(rows, token, time.monotonic())
 
     def _claim_without_flush(self, claim: Compiled, params: dict[str, Any]) -> list[Any]:
@@ -589,19 +642,13 @@ class Runs:
         commit record, after the claim's. The claimer, which every run waits for, does not
         wait for an fsync.
         """
-        with self.store.pipelined_transaction() as txn:
-            txn.cursor.execute(CLAIM_COMMIT, prepare=False)
-            cursor = txn.cursor.connection.cursor()
-            try:
+        with ExitStack() as closing_cursor:
+            with self.store.pipelined_transaction() as txn:
+                txn.cursor.execute(CLAIM_COMMIT, prepare=False)
+                cursor = closing_cursor.enter_context(closing(txn.cursor.connection.cursor()))
                 cursor.execute(claim.sql, claim.params(params))
-            except BaseException:
-                cursor.close()
-                raise
-        # The pipeline's COMMIT went out with the claim; its rows arrived with the sync.
-        try:
+            # The pipeline's COMMIT went out with the claim; its rows arrived with the sync.
             return list(cursor.fetchall())
-        finally:
-            cursor.close()
 
     # -- while running -----------------------------------------------------------------
 
@@ -651,12 +698,8 @@ class Runs:
         now = utcnow()
         if self._succeed_many is None:
             # SQLite: one transaction, one turn of the write lock, for all of them.
-            with self._transaction() as conn:
-                cursor = conn.connection.cursor()
-                try:
-                    return {run.id for run, ms in finished if self.succeed(cursor, run, ms, now)}
-                finally:
-                    cursor.close()
+            with self._transaction_cursor() as cursor:
+                return {run.id for run, ms in finished if self.succeed(cursor, run, ms, now)}
         params = {
             "b_ids": [run.id for run, _ in finished],
             "b_tokens": [run.lease_token for run, _ in finished],
@@ -676,7 +719,7 @@ class Runs:
                 "b_token": run.lease_token,
                 "b_now": utcnow(),
                 "b_duration": duration_ms,
-                "b_reason": reason,
+                "b_reason": storable(reason),
             },
         )
 
@@ -700,48 +743,50 @@ class Runs:
             "b_duration": duration_ms,
             **_failure_params(failure),
         }
-        return self._write_failure(self._fail, params, run.id, run.attempts, failure, now)
+        with self._transaction_cursor() as cursor:
+            return self._record(cursor, self._fail, params, run.id, run.attempts, failure, now)
 
     def note_lost_attempt(self, run: ClaimedRun, failure: Failure, *, dead: bool) -> bool:
-        """A reclaimed run: its previous holder's attempt is recorded as failed.
+        """A reclaimed run: its previous holder's attempt is recorded as failed, under that
+        attempt's number (`attempts - 1`: this claim already counted the next one).
 
-        The run stays `running` for this claim, unless that attempt was its last (`dead`).
+        The run stays `running` for this claim, unless the lost attempt was the last of its
+        budget (`dead`): then it is dead, and this claim's attempt, which never started, is
+        undone, so `attempts` is again the lost attempt's number.
         """
-        lost = run.attempts - 1
-        if dead:
-            return self.fail(run, failure, next_attempt_at=None)
         now = utcnow()
-        params = {"b_id": run.id, "b_token": run.lease_token, **_failure_params(failure)}
-        return self._write_failure(self._note_lost, params, run.id, lost, failure, now)
+        params = {"b_id": run.id, "b_token": run.lease_token, "b_now": now, **_failure_params(failure)}
+        statement = self._note_lost_dead if dead else self._note_lost
+        with self._transaction_cursor() as cursor:
+            return self._record(cursor, statement, params, run.id, run.attempts - 1, failure, now)
 
-    def abandon(self, runs: Sequence[ClaimedRun], failure: Failure) -> None:
-        """Hand back runs this worker cannot finish (shutdown): failed, due now elsewhere."""
-        for run in runs:
-            self.fail(run, failure, next_attempt_at=utcnow())
+    def abandon(self, runs: Sequence[ClaimedRun], failure: Failure) -> int:
+        """Hand back runs this worker cannot finish (shutdown): each attempt failed, the runs
+        due now for another worker, in one transaction. Returns how many were handed back."""
+        now = utcnow()
+        with self._transaction_cursor() as cursor:
+            return sum(
+                self._record(
+                    cursor,
+                    self._abandon,
+                    {"b_id": run.id, "b_token": run.lease_token, "b_now": now, **_failure_params(failure)},
+                    run.id,
+                    run.attempts,
+                    failure,
+                    now,
+                )
+                for run in runs
+            )
 
     def release(self, runs: Sequence[ClaimedRun]) -> None:
         """Give back claimed runs that never started; the attempt is undone."""
         if not runs:
             return
         now = utcnow()
-        with self._transaction() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                for run in runs:
-                    status = S.FAILED if run.attempts > 1 else S.PENDING
-                    cursor.execute(
-                        self._release.sql,
-                        self._release.params(
-                            {
-                                "b_id": run.id,
-                                "b_token": run.lease_token,
-                                "b_status": status.value,
-                                "b_now": now,
-                            }
-                        ),
-                    )
-            finally:
-                cursor.close()
+        with self._transaction_cursor() as cursor:
+            for run in runs:
+                params = {"b_id": run.id, "b_token": run.lease_token, "b_now": now}
+                cursor.execute(self._release.sql, self._release.params(params))
 
     # -- operator transitions (Core connection, rarely hot) ----------------------------
 
@@ -781,11 +826,8 @@ class Runs:
 
     def create_on(self, conn: Any, event_id: int, handlers: Iterable[HandlerName], now: datetime) -> int:
         """`create` on a SQLAlchemy connection (replay, reconcile)."""
-        cursor = conn.connection.cursor()
-        try:
+        with cursor_of(conn) as cursor:
             return self.create(cursor, event_id, handlers, now)
-        finally:
-            cursor.close()
 
     def delete_for_events(self, conn: Any, event_ids: Sequence[int]) -> int:
         """Drop finished events' runs and their failures (retention)."""
@@ -805,22 +847,25 @@ class Runs:
         # durable event (see sqlite.py), so it need not wait for an fsync.
         return self.store.transaction(durable=False)
 
+    @contextmanager
+    def _transaction_cursor(self) -> Iterator[Any]:
+        """A DBAPI cursor in a transaction of its own, committed when the block ends."""
+        with self._transaction() as conn, cursor_of(conn) as cursor:
+            yield cursor
+
     def _write_one(self, statement: Compiled, params: dict[str, Any]) -> bool:
         """One statement about one run; True if it changed that run."""
         if not self.is_sqlite:
             with self.store.statements() as statements:
                 statements.cursor.execute(statement.sql, statement.params(params))
                 return bool(statements.cursor.rowcount == 1)
-        with self._transaction() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                cursor.execute(statement.sql, statement.params(params))
-                return bool(cursor.rowcount == 1)
-            finally:
-                cursor.close()
+        with self._transaction_cursor() as cursor:
+            cursor.execute(statement.sql, statement.params(params))
+            return bool(cursor.rowcount == 1)
 
-    def _write_failure(
+    def _record(
         self,
+        cursor: Any,
         statement: Compiled,
         params: dict[str, Any],
         run_id: int,
@@ -828,28 +873,25 @@ class Runs:
         failure: Failure,
         now: datetime,
     ) -> bool:
-        with self._transaction() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                cursor.execute(statement.sql, statement.params(params))
-                if cursor.rowcount != 1:
-                    return False
-                cursor.execute(
-                    self._record_failure.sql,
-                    self._record_failure.params(
-                        {
-                            "run_id": run_id,
-                            "attempt": attempt,
-                            "error_type": failure.error_type,
-                            "message": failure.message,
-                            "traceback": failure.traceback,
-                            "failed_at": now,
-                        }
-                    ),
-                )
-                return True
-            finally:
-                cursor.close()
+        """`statement` about one failed attempt, and if it changed the run (the claim held),
+        the attempt's `payhook_run_failure` row."""
+        cursor.execute(statement.sql, statement.params(params))
+        if cursor.rowcount != 1:
+            return False
+        cursor.execute(
+            self._record_failure.sql,
+            self._record_failure.params(
+                {
+                    "run_id": run_id,
+                    "attempt": attempt,
+                    "error_type": failure.error_type,
+                    "message": failure.message,
+                    "traceback": failure.traceback,
+                    "failed_at": now,
+                }
+            ),
+        )
+        return True
 
 
 _RUNS_BY_STORE: weakref.WeakKeyDictionary[Any, Runs] = weakref.WeakKeyDictionary()
@@ -883,12 +925,17 @@ def newer_event_applied(session: Any, event_id: int, plugin: str) -> bool:
     return bool(session.execute(query).scalar())
 
 
+def cursor_of(conn: Any) -> AbstractContextManager[Any]:
+    """The DBAPI cursor of a SQLAlchemy connection, closed when the block ends."""
+    return closing(conn.connection.cursor())
+
+
 def _claimed_runs(rows: Iterable[Any], token: str, claimed_at: float) -> list[ClaimedRun]:
     """Rows of `_RETURNED`, the `EVENT_COLUMNS` and the run's status before the claim."""
     payloads: dict[int, EventPayload] = {}
     claimed = []
     for row in sorted(rows, key=lambda r: r[0]):
-        run_id, event_id, plugin, handler, attempts, base, replays, tenant, evt, text, was = row
+        run_id, event_id, plugin, handler, attempts, base, replays, tenant, evt, type_, text, was = row
         payload = payloads.get(event_id)
         if payload is None:
             payload = payloads[event_id] = EventPayload(text)
@@ -905,6 +952,7 @@ def _claimed_runs(rows: Iterable[Any], token: str, claimed_at: float) -> list[Cl
                 replayed=bool(replays),
                 tenant=tenant,
                 stripe_event_id=evt,
+                event_type=type_,
                 payload=payload,
                 claimed_at=claimed_at,
             )
