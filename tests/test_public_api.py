@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 import payhook
@@ -97,6 +98,27 @@ def test_every_name_a_public_module_lists_is_there(module: str) -> None:
     imported = importlib.import_module(module)
     missing = [name for name in imported.__all__ if not hasattr(imported, name)]
     assert missing == []
+
+
+# The pages plugin authors work from; every payhook.testing name they show must be there.
+AUTHORS_PAGES = ["docs/hooks.md", "docs/writing-a-plugin.md"]
+
+
+@pytest.mark.parametrize("page", AUTHORS_PAGES)
+def test_the_authors_pages_name_only_what_payhook_testing_has(page: str) -> None:
+    import payhook.testing
+    from payhook.testing import PayhookHarness
+
+    text = (ROOT / page).read_text(encoding="utf-8")
+    named = set(re.findall(r"payhook\.testing\.(\w+)", text))
+    for grouped, line in re.findall(r"from payhook\.testing import (?:\(([^)]*)\)|([\w ,]*))", text):
+        named |= {name.strip() for name in (grouped or line).split(",") if name.strip()}
+    # The fixtures' annotations in the examples: the kit's types, not aliases of a page's own.
+    named |= set(re.findall(r"\b(?:make_payhook|stripe_event|stripe_api): (\w+)", text))
+    methods = set(re.findall(r"\bharness\.(\w+)\(", text))
+    assert named or methods, f"{page} names nothing of payhook.testing"
+    assert [name for name in sorted(named) if not hasattr(payhook.testing, name)] == []
+    assert [name for name in sorted(methods) if not hasattr(PayhookHarness, name)] == []
 
 
 def _payhook_imports(path: Path) -> list[str]:

@@ -64,6 +64,17 @@ def test_with_a_table_it_adds_a_model_and_a_migration_on_the_plugins_own_branch(
     assert '"migrations/*.py"' in pyproject  # shipped in the wheel
 
 
+@pytest.mark.parametrize("with_table", [False, True], ids=["plain", "with-table"])
+def test_the_generated_tests_annotate_the_fixtures_with_the_kits_types(
+    tmp_path: Path, with_table: bool
+) -> None:
+    render("badges", tmp_path, with_table=with_table)
+    tests = (tmp_path / "tests" / "test_payhook_badges.py").read_text()
+    assert "stripe_event: StripeEventFactory" in tests
+    assert "StripeEventFactory," in tests or "StripeEventFactory, store_backends" in tests
+    assert "Callable[..., dict" not in tests  # no alias of its own to keep in step
+
+
 @pytest.mark.parametrize("name", ["", "Badges", "1badge", "badges!", "a" * 41, "../escape"])
 def test_names_that_cannot_be_plugin_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="cannot be a plugin name"):
