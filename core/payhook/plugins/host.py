@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -17,7 +17,7 @@ from payhook.plugins import hookspecs
 from payhook.plugins.context import HandlerContext
 from payhook.plugins.hookspecs import hookimpl
 from payhook.plugins.settings import PluginSettings, matches, read_settings
-from payhook.plugins.types import Handler, HandlerFunc
+from payhook.plugins.types import EventT, Handler
 from payhook.stripe_api.events import Event
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost"]
@@ -113,7 +113,7 @@ class PluginHost:
 
             def register(
                 event_type: str,
-                handler: HandlerFunc,
+                handler: Callable[[EventT, HandlerContext], object],
                 *,
                 name: str | None = None,
                 _plugin: str = plugin,
