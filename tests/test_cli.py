@@ -23,6 +23,8 @@ from payhook.testing.samples import load_event
 from sqlalchemy import create_engine, inspect
 
 HAS_TESTPLUGIN = "testplugin" in {ep.name for ep in entry_points(group="payhook")}
+# What an old spelling of a command prints on stderr before it runs.
+RENAMED = "`payhook {}` is now `payhook {}`; the old name will go in a later release\n"
 
 
 def payhook_command(*args: str) -> list[str]:
@@ -89,34 +91,39 @@ def test_serve_and_a_separate_worker_on_sqlite(tmp_path: Path) -> None:
         response = httpx.post(f"http://127.0.0.1:{port}/conf", content=body, headers=signed_headers(body))
         assert response.status_code == 200
         assert response.json() == {"status": "accepted" if plugins else "ignored", "event": event["id"]}
-        trigger = subprocess.run(
-            payhook_command(
-                "events",
-                "trigger",
-                "--config",
-                str(config),
-                "--tenant",
-                "conf",
-                "--json",
-                "--url",
-                f"http://127.0.0.1:{port}/conf",
-                "customer.created",
-            ),
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert trigger.returncode == 0, trigger.stderr
-        answer = json.loads(trigger.stdout)
-        assert answer["status_code"] == 200 and answer["body"]["status"] == "ignored"
+        # `payhook event trigger` is the old spelling: it still works, and says the new one.
+        for group in ("events", "event"):
+            trigger = subprocess.run(
+                payhook_command(
+                    group,
+                    "trigger",
+                    "--config",
+                    str(config),
+                    "--tenant",
+                    "conf",
+                    "--json",
+                    "--url",
+                    f"http://127.0.0.1:{port}/conf",
+                    "customer.created",
+                ),
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert trigger.returncode == 0, trigger.stderr
+            answer = json.loads(trigger.stdout)
+            assert answer["status_code"] == 200 and answer["body"]["status"] == "ignored"
+            assert trigger.stderr == (
+                "" if group == "events" else RENAMED.format("event trigger", "events trigger")
+            )
         server.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises SIGTERM so supervisors see why it stopped.
         assert server.wait(30) in (0, -signal.SIGTERM)
     db = tmp_path / "payhook.db"  # relative to the config file, and created by `serve`
     assert run_statuses(db) == (["pending"] if plugins else [])
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM payhook_event").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM payhook_event").fetchone() == (3,)
     if plugins:
         with running(payhook_command("worker", "--config", str(config)), env) as worker:
             deadline = time.monotonic() + 30
@@ -195,3 +202,35 @@ def test_runs_replay_and_event_prune(tmp_path: Path, make_payhook: Any, payhook_
     harness.process()
     assert cli("events", "prune", "--older-than-days", "0") == {"events": 1, "runs": 1}
     assert [event.payload for event in harness.events()] == [""]
+
+
+def test_the_old_spellings_run_the_same_commands_and_say_the_new_names(tmp_path: Path) -> None:
+    """`payhook event prune` (systemd timers, cron) and `payhook plugin new` keep working."""
+    from click.testing import CliRunner
+    from payhook.cli import main
+
+    config = write_config(tmp_path / "payhook.toml", f"sqlite:///{tmp_path / 'p.db'}", [], worker=False)
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+
+    new = runner.invoke(main, ["events", "prune", "--older-than-days", "1", "--config", str(config)])
+    old = runner.invoke(main, ["event", "prune", "--older-than-days", "1", "--config", str(config)])
+    assert (new.exit_code, new.stdout, new.stderr) == (0, "pruned 0 events and 0 runs\n", "")
+    assert (old.exit_code, old.stdout) == (0, new.stdout)
+    assert old.stderr == RENAMED.format("event prune", "events prune")
+
+    # A mistyped call of the old name says the new one too, before click's usage error.
+    mistyped = runner.invoke(main, ["event", "prune", "--config", str(config)])
+    assert mistyped.exit_code == 2
+    assert mistyped.stderr.startswith(RENAMED.format("event prune", "events prune"))
+    assert "Missing option '--older-than-days'" in mistyped.stderr
+
+    made = runner.invoke(main, ["plugin", "new", "badges", "--directory", str(tmp_path / "code")])
+    assert made.exit_code == 0, made.output
+    assert made.stderr == RENAMED.format("plugin new", "plugins new")
+    assert (tmp_path / "code" / "payhook-badges" / "pyproject.toml").is_file()
+
+    # Hidden from help: people learn the new names only.
+    listed = runner.invoke(main, ["--help"]).stdout
+    assert "  events " in listed and "  plugins " in listed
+    assert "  event " not in listed and "  plugin " not in listed

@@ -145,6 +145,8 @@ BAD_OPTIONS = [
     (("serve",), "--port", "99999"),
     (("serve",), "--head-timeout", "nan"),
     (("worker",), "--grace", "inf"),
+    (("serve",), "--log-level", "loud"),
+    (("worker",), "--log-level", "x" * 5000),
 ]
 
 
@@ -193,3 +195,27 @@ def test_runs_replay_takes_the_same_when_forms_as_every_command(hostile: Hostile
     assert planned("--until", "1h") == []
     assert planned("--since", "2000-01-01", "--until", "0s") == [HOSTILE_EVENT]
     assert planned("--since", "9999-12-31T23:59Z") == []
+
+
+STORE_COMMANDS = [
+    ("events", "list"),
+    ("events", "show", "evt_1"),
+    ("failures",),
+    ("runs", "replay"),
+    ("runs", "replay", "--dry-run"),
+    ("events", "prune", "--older-than-days", "30"),
+    ("reconcile",),
+]
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=[" ".join(c) for c in STORE_COMMANDS])
+def test_a_missing_sqlite_file_is_1_and_is_not_created(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """Every command on the store says it is missing rather than making an empty one."""
+    absent = tmp_path / "absent.db"
+    config = tmp_path / "ops.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{absent}"\n')
+    result = run(config, *command)
+    assert result.exit_code == 1, result.output
+    assert f"error: no database at {absent}" in result.stderr
+    assert "Traceback" not in result.output
+    assert not absent.exists()

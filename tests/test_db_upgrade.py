@@ -55,6 +55,42 @@ def test_it_lists_the_revisions_it_applied_then_says_none_were_needed(
     assert again.stdout == "database is up to date; no migrations were needed\n"
 
 
+def alembic_ran(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The revisions alembic says it ran, in its order: "Running upgrade A -> B, doc"."""
+    ran = [record.getMessage() for record in caplog.records if record.name == "alembic.runtime.migration"]
+    return [
+        message.split(" -> ")[1].split(",")[0] for message in ran if message.startswith("Running upgrade")
+    ]
+
+
+@store_backends
+@pytest.mark.parametrize("start", [None, "0001_core"], ids=["new database", "core at 0001"])
+def test_it_names_the_revisions_in_the_order_alembic_applied_them(
+    tmp_path: Path, payhook_database_url: str, caplog: pytest.LogCaptureFixture, start: str | None
+) -> None:
+    """Plugin branches and the core's do not depend on each other: alembic orders them as it
+    will, and `db upgrade` must say what it did, as it did it."""
+    from alembic import command
+    from payhook.store import migrations
+
+    config = write_config(tmp_path, payhook_database_url)
+    if start is not None:
+        engine = create_engine(payhook_database_url)
+        try:
+            command.upgrade(migrations.alembic_config(engine, migrations.plugin_version_locations()), start)
+        finally:
+            engine.dispose()
+    caplog.clear()
+    caplog.set_level("INFO", logger="alembic.runtime.migration")
+
+    upgrade = payhook("db", "upgrade", "--config", str(config))
+
+    assert upgrade.exit_code == 0, upgrade.output
+    named = [line.split(":")[0].removeprefix("applied ") for line in upgrade.stdout.splitlines()]
+    assert named == alembic_ran(caplog)
+    assert "0005_operator_sessions" in named and (start is None) == ("0001_core" in named)
+
+
 def test_a_tenant_naming_an_unknown_plugin_stops_it_as_it_stops_serve(tmp_path: Path) -> None:
     database = tmp_path / "payhook.db"
     config = write_config(

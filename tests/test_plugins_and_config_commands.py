@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from payhook.cli import main
@@ -120,3 +122,65 @@ def test_config_check_of_a_missing_or_broken_file_is_a_problem(tmp_path: Path, t
     assert result.exit_code == 1
     [problem] = json.loads(result.stdout)["problems"]
     assert str(path) in problem
+
+
+# Every command that reads --config, with the arguments it needs besides.
+CONFIG_COMMANDS = {
+    ("serve",): (),
+    ("worker",): (),
+    ("db", "upgrade"): (),
+    ("events", "list"): (),
+    ("events", "show"): ("evt_1",),
+    ("events", "trigger"): ("--tenant", "a", "payment_intent.succeeded"),
+    ("events", "prune"): ("--older-than-days", "30"),
+    ("failures",): (),
+    ("runs", "replay"): (),
+    ("reconcile",): (),
+    ("plugins", "list"): (),
+    ("config", "check"): (),
+}
+# The commands that run handlers or create runs check the tenants' plugins with the file.
+CHECK_PLUGINS = {("serve",), ("worker",), ("db", "upgrade"), ("reconcile",), ("config", "check")}
+
+
+def test_the_list_above_is_every_command_that_reads_config() -> None:
+    def reading(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+        for name, command in group.commands.items():
+            if command.hidden:
+                continue
+            if isinstance(command, click.Group):
+                yield from reading(command, (*path, name))
+            elif any(param.name == "config_path" for param in command.params):
+                yield (*path, name)
+
+    assert set(reading(main)) == set(CONFIG_COMMANDS)
+
+
+@pytest.mark.parametrize("command", list(CONFIG_COMMANDS), ids=[" ".join(c) for c in CONFIG_COMMANDS])
+def test_every_command_reports_every_configuration_problem_at_once(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """One loader: each problem on its own line, then exit 2 (`config check`: 1, its finding)."""
+    config = write(
+        tmp_path,
+        "[processing]\nmax_attempts = 0\n"
+        '[tenants.a]\nwebhook_secrets = ["whsec_a"]\nplugins = ["not-installed"]\n'
+        '[operator]\ntoken = "short"\n',
+    )
+    result = invoke(*command, *CONFIG_COMMANDS[command], "--config", str(config))
+
+    assert result.exit_code == (1 if command == ("config", "check") else 2), result.output
+    problems = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    keys = [problem.split(": ")[2] for problem in problems]
+    expected = ["processing.max_attempts", "operator.token"]
+    assert keys == expected + (["tenants.a.plugins[0]"] if command in CHECK_PLUGINS else [])
+    assert all(problem.startswith(f"error: {config}: ") for problem in problems)
+    assert "Traceback" not in result.output and not (tmp_path / "p.db").exists()
+
+
+@pytest.mark.parametrize("command", list(CONFIG_COMMANDS), ids=[" ".join(c) for c in CONFIG_COMMANDS])
+def test_every_command_takes_the_file_from_payhook_config(tmp_path: Path, command: tuple[str, ...]) -> None:
+    missing = tmp_path / "missing.toml"
+    result = invoke(*command, *CONFIG_COMMANDS[command], env={"PAYHOOK_CONFIG": str(missing)})
+    assert result.exit_code == (1 if command == ("config", "check") else 2), result.output
+    assert f"error: {missing}: file not found" in result.stderr

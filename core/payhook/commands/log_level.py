@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from payhook import logs
+from payhook.commands.common import shorten
 from payhook.config import Config
 
 __all__ = ["LEVELS", "apply_logging", "log_level_given", "log_level_option", "start_logging"]
@@ -17,12 +18,20 @@ __all__ = ["LEVELS", "apply_logging", "log_level_given", "log_level_option", "st
 LEVELS = ("debug", "info", "warning", "error")
 
 
+def _level(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    # Not click.Choice: its message would repeat a value of any length whole.
+    if value.lower() not in LEVELS:
+        raise click.BadParameter(f"{shorten(value, 40)!r} is not one of {', '.join(LEVELS)}")
+    return value.lower()
+
+
 def log_level_option() -> Callable[[Any], Any]:
     return click.option(
         "--log-level",
-        type=click.Choice(LEVELS, case_sensitive=False),
         default="info",
         show_default=True,
+        callback=_level,
+        metavar="[" + "|".join(LEVELS) + "]",
         help="debug, info, warning or error; when not given, [logging] level applies.",
     )
 
