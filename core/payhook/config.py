@@ -17,6 +17,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,7 +168,16 @@ def _slug(slug: str) -> str:
     return slug
 
 
+# Stores a host framework provides (`url = "django"`): entry points naming a Store subclass.
+STORE_BACKENDS = "payhook.stores"
+
+
 def _database_url(url: str) -> str:
+    if url == "django" or url.startswith("django:"):
+        # A host's database (payhook-django): the store named by the host's settings.
+        if not entry_points(group=STORE_BACKENDS, name="django"):
+            raise problem('"django" needs payhook-django installed: pip install payhook-django')
+        return url
     if not url.startswith(("sqlite", "postgresql")):
         raise problem("must start with sqlite:// or postgresql+psycopg://")
     return url

@@ -23,6 +23,9 @@ from payhook.stripe_api.events import Event
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost"]
 
 ENTRY_POINT_GROUP = "payhook"
+# Hosts that provide plugins without packaging (payhook-django: a Django app's
+# `payhook_handlers.py`): each entry point is a callable returning {name: plugin}.
+PLUGIN_SOURCES_GROUP = "payhook.plugin_sources"
 CORE = "payhook.core"
 
 log = logging.getLogger("payhook.plugins")
@@ -97,6 +100,21 @@ class PluginHost:
                 log.error("plugin %r failed to import: %s", name, self.load_errors[name])
                 continue
             self._register(name, plugin)
+        for source in entry_points(group=PLUGIN_SOURCES_GROUP):
+            try:
+                found = source.load()()
+            except Exception as exc:
+                log.error("plugin source %r failed: %s: %s", source.name, type(exc).__name__, exc)
+                continue
+            for name, plugin in found.items():
+                if name in self.disabled:
+                    self.pm.set_blocked(name)
+                elif name not in self.names:
+                    self._register(name, plugin)
+                else:
+                    log.error(
+                        "site plugin %r is also an installed plugin's name; the installed one is used", name
+                    )
 
     def _register(self, name: str, plugin: object) -> None:
         if name in self.names:

@@ -105,7 +105,7 @@ class Payhook:
                 concurrency=processing.concurrency,
                 batch_size=processing.batch_size,
                 poll_interval=processing.poll_interval,
-                listen=None if self.store.is_sqlite else postgres_listener(self.config.database.url),
+                listen=None if self.store.is_sqlite else postgres_listener(self.store.config.url),
                 # Beside a receiver, answering Stripe comes first (see receiver_busy).
                 pause=self.receiver_busy if self.receives else None,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from importlib.metadata import entry_points
 from typing import Any
 
 from sqlalchemy import Connection, make_url
@@ -12,7 +13,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
-from payhook.config import DatabaseConfig, IngestConfig
+from payhook.config import STORE_BACKENDS, DatabaseConfig, IngestConfig
 from payhook.store.compiled import Executor, drop_if_broken
 from payhook.store.health import WriteHealth, lasting_cause, named_reason
 from payhook.store.postgres import Pipelined, Statements, Watch, Watchdog, make_postgres_engine
@@ -59,6 +60,16 @@ class Store:
     PostgreSQL every connection, handlers' included, also gets the server-side limits of
     postgres.py. None leaves PostgreSQL unbounded (say, for a migration that runs long).
     """
+
+    def __new__(cls, config: DatabaseConfig, **options: Any) -> Store:
+        """`Store(config)` for a host's database (`url = "django"`) is the host's Store
+        subclass, named by the entry point of that name in the `payhook.stores` group."""
+        scheme = config.url.split(":", 1)[0]
+        if cls is Store and scheme == "django":
+            [backend] = entry_points(group=STORE_BACKENDS, name=scheme)
+            subclass: type[Store] = backend.load()
+            return super().__new__(subclass)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -268,6 +279,12 @@ class Store:
         return self._watchdog.watch(conn.connection.dbapi_connection, deadline)
 
     def handler_transaction(self, *, lock_early: bool = False) -> HandlerTransaction:
+        """The transaction of one handler run. A Store subclass may return its own subclass
+        of HandlerTransaction (say, on a host framework's connection): the processor calls
+        the handler, then, when `used` is true, writes the success mark through
+        `cursor_for_write()` and calls `commit`; on an exception `rollback`; `close` last,
+        all in one thread. When `used` is false it marks success apart (perhaps batched),
+        so a transaction that holds the handler's work from its start says `used` at once."""
         return HandlerTransaction(self, lock_early=lock_early)
 
     def ping(self) -> None:
