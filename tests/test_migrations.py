@@ -83,3 +83,57 @@ def test_processes_starting_together_on_a_new_sqlite_file_take_turns(tmp_path: A
     with open(f"{path}.migrate-lock", "a") as lock:  # free again
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     engine.dispose()
+
+
+@store_backends
+def test_failures_recorded_under_old_type_names_group_with_new_ones(payhook_database_url: str) -> None:
+    from payhook.store.models import Event, HandlerRun, RunFailure, utcnow
+    from sqlalchemy import select
+
+    events, runs, failures = (model.__table__ for model in (Event, HandlerRun, RunFailure))  # type: ignore[attr-defined]
+    engine = create_engine(payhook_database_url)
+    command.upgrade(alembic_config(engine), "0005_operator_sessions")
+    old_names = {
+        "payhook.sqlite.WriteConflict": "payhook.WriteConflict",
+        "payhook.stripe_clients.NoStripeKey": "payhook.NoStripeKey",
+        "LeaseExpired": "payhook.LeaseExpired",
+        "WorkerStopped": "payhook.WorkerStopped",
+        "payhook.GiveUp": "payhook.GiveUp",  # public names were stable already
+        "RuntimeError": "RuntimeError",
+        "payhook_registration.errors.Unpaid": "payhook_registration.errors.Unpaid",  # a plugin's
+    }
+    now = utcnow()
+    with engine.begin() as conn:
+        [event_id] = conn.execute(
+            events.insert().returning(events.c.id),
+            {"tenant": "t", "stripe_event_id": "evt_old", "type": "x", "payload": "{}", "received_at": now},
+        ).scalars()
+        for number, name in enumerate(old_names):
+            [run_id] = conn.execute(
+                runs.insert().returning(runs.c.id),
+                {
+                    "event_id": event_id,
+                    "plugin": "p",
+                    "handler": f"h{number}",
+                    "status": "dead",
+                    "last_error_type": name,
+                    "created_at": now,
+                },
+            ).scalars()
+            conn.execute(
+                failures.insert(),
+                {
+                    "run_id": run_id,
+                    "attempt": 1,
+                    "error_type": name,
+                    "message": "boom",
+                    "traceback": "",
+                    "failed_at": now,
+                },
+            )
+    upgrade(engine, include_plugins=False)
+    with engine.connect() as conn:
+        recorded = conn.execute(select(failures.c.error_type).order_by(failures.c.id)).scalars().all()
+        last = conn.execute(select(runs.c.last_error_type).order_by(runs.c.id)).scalars().all()
+    assert recorded == last == list(old_names.values())
+    engine.dispose()

@@ -87,12 +87,19 @@ def upgrade(config: Path) -> None:
     subprocess.run([sys.executable, "-m", "payhook", "db", "upgrade", "--config", str(config)], check=True)
 
 
+EVENTS = 400
+
+
+# Seven processes and PostgreSQL on two cores: on a busy machine the work alone nears the
+# suite's 60 s (1,000 events took 59-63 s at a load of 7), which made this test flake. It
+# checks races, not speed: fewer events race just as well, and its own bound is generous.
+@pytest.mark.timeout(180)
 def test_two_servers_three_workers_every_event_twice(
     tmp_path: Path, payhook_database_url: str, engine: Any
 ) -> None:
     config = write_config(tmp_path, payhook_database_url, {"concurrency": 4})
     upgrade(config)
-    bodies = events(1000)
+    bodies = events(EVENTS)
     with payhook_processes(config) as processes:
         servers = [processes.serve(), processes.serve()]
         for _ in range(3):
@@ -100,10 +107,10 @@ def test_two_servers_three_workers_every_event_twice(
         # Each event goes to both servers; the two copies are interleaved so they race.
         deliveries = [(f"{server}/conf", body) for body in bodies for server in servers]
         statuses = post_all(deliveries, concurrency=32)
-        assert Counter(status for _, status in statuses) == {200: 2000}
-        wait_until(lambda: run_counts(engine) == {"succeeded": 1000}, what="every run to succeed")
+        assert Counter(status for _, status in statuses) == {200: 2 * EVENTS}
+        wait_until(lambda: run_counts(engine) == {"succeeded": EVENTS}, what="every run to succeed")
 
-    assert scalar(engine, "SELECT count(*) FROM payhook_event") == 1000
+    assert scalar(engine, "SELECT count(*) FROM payhook_event") == EVENTS
     per_event = effects_per_event(engine)
     assert set(per_event) == {event_id(body) for body in bodies}
     assert set(per_event.values()) == {1}
