@@ -136,7 +136,7 @@ def test_no_secret_anywhere(
         ["config", "check", "--json"],
         ["runs", "replay", "--dry-run"],
         ["runs", "replay", "--json"],
-        ["event", "prune", "--older-than-days", "0", "--json"],
+        ["events", "prune", "--older-than-days", "0", "--json"],
     ]
     runner = CliRunner()
     for args in commands:
