@@ -63,4 +63,4 @@ lint: $(BIN)/tox
 	$(BIN)/tox run -e lint $(TOX_DISCOVER)
 
 clean:
-	rm -rf $(VENV) .tox examples/payhook.db*
+	rm -rf $(VENV) .tox examples/payhook.db* examples/*.migrate-lock
