@@ -58,6 +58,23 @@ def test_plugins_list_shows_versions_event_types_and_tenants(tmp_path: Path) -> 
     assert any(line.split()[:3] == ["testplugin", "0.1.0", "installed"] for line in table.splitlines())
 
 
+def test_plugins_list_shows_every_event_type_whole_one_per_line() -> None:
+    """The setup guide has readers copy the types into Stripe's form: none may be cut."""
+    listed = {
+        row["name"]: row["event_types"] for row in json.loads(invoke("plugins", "list", "--json").stdout)
+    }
+    many = {name: types for name, types in listed.items() if len(", ".join(types)) > 60}
+    assert many, "a plugin with many event types (registration, notify) should be installed"
+    table = invoke("plugins", "list").stdout
+    assert "…" not in table
+    lines = table.splitlines()
+    type_column = lines[0].index("EVENT TYPES")
+    for name, types in many.items():
+        [start] = [i for i, line in enumerate(lines) if line.split()[:1] == [name]]
+        shown = [line[type_column:].split()[0] for line in lines[start : start + len(types)]]
+        assert shown == types
+
+
 def test_plugins_list_exits_1_when_a_tenant_needs_a_missing_plugin(tmp_path: Path) -> None:
     config = write(tmp_path, '[tenants.a]\nwebhook_secrets = ["whsec_a"]\nplugins = ["not-installed"]\n')
     result = invoke("plugins", "list", "--config", str(config), "--json")

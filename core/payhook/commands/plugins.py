@@ -19,7 +19,6 @@ from payhook.commands.common import (
     json_option,
     load,
     quiet_discovery,
-    shorten,
     table,
 )
 from payhook.config import Config
@@ -114,16 +113,13 @@ def list_plugins(config_path: str | None, as_json: bool) -> None:
     elif not rows:
         click.echo("no plugins are installed", err=True)
     else:
-        lines = [
-            [
-                row.name,
-                row.version or "-",
-                row.status,
-                shorten(", ".join(row.event_types), 60) or "-",
-                ", ".join(row.tenants) or ("-" if config else "(no --config)"),
-            ]
-            for row in rows
-        ]
+        lines = []
+        for row in rows:
+            # One event type per line, whole: readers copy them into Stripe's endpoint form.
+            first, *more = row.event_types or ("-",)
+            tenants = ", ".join(row.tenants) or ("-" if config else "(no --config)")
+            lines.append([row.name, row.version or "-", row.status, first, tenants])
+            lines.extend(["", "", "", event_type, ""] for event_type in more)
         click.echo(table(["plugin", "version", "status", "event types", "tenants"], lines))
         for row in rows:
             if row.error:
