@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
-from payhook.cli import main
+from payhook.cli import PLUGIN_COMMANDS, main
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_DOC = ROOT / "docs" / "cli.md"
@@ -35,11 +35,14 @@ SHOWN_IN = sorted(
 def commands(
     command: click.Command = main, path: str = "payhook", *, hidden: bool = False
 ) -> Iterator[tuple[str, click.Command]]:
-    """Every command and group under `command`; with `hidden`, the hidden ones (and theirs) too."""
+    """Every command and group under `command`; with `hidden`, the hidden ones (and theirs) too.
+
+    Not the commands plugins add (`register_commands`): their own pages document them.
+    """
     yield path, command
     if isinstance(command, click.Group):
         for name, sub in sorted(command.commands.items()):
-            if hidden or not sub.hidden:
+            if (hidden or not sub.hidden) and not (command is main and name in PLUGIN_COMMANDS):
                 yield from commands(sub, f"{path} {name}", hidden=hidden)
 
 

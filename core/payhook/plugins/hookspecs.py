@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from payhook.config import TenantConfig
     from payhook.plugins.context import HandlerContext
     from payhook.plugins.types import Handler, HookHost, Register, StoredEvent
@@ -60,3 +62,13 @@ def handler_failed(event: Event | None, ctx: HandlerContext, error: BaseExceptio
 @hookspec
 def startup(host: HookHost) -> None:
     """The app or worker is starting. Plugins may call `host.add_hookspecs(...)` here."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the `payhook` command line: `cli.add_command(group)` or `@cli.group()`.
+
+    Called once when the command line is built, for every installed plugin (tenants do not
+    enable commands). Name the group after the plugin (`payhook registration ...`); a name
+    the core or another plugin already uses is refused.
+    """
