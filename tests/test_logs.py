@@ -134,3 +134,23 @@ def test_a_failures_warning_line_escapes_what_came_from_outside(
     [line] = lines_of(err, "payhook.processing")
     assert 'event "evt_1\\n2027-01-01 INFO payhook: forged") attempt 1 failed; will retry' in line
     assert line.endswith('RuntimeError: "ledger offline\\n2027-01-01 ERROR payhook: forged \\u001b[2J"')
+
+
+def test_configure_with_no_arguments_gives_a_host_payhooks_info_lines_with_time_and_level() -> None:
+    """A host mounting payhook calls `payhook.logs.configure()`: INFO lines show, with time
+    and level (Python's default prints only WARNING and up, bare)."""
+    import re
+    import subprocess
+    import sys
+
+    script = (
+        "import logging; from payhook import logs; logs.configure(); "
+        "logging.getLogger('payhook').info('payhook started'); "
+        "logging.getLogger('payhook.ingest').warning('careful')"
+    )
+    lines = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stderr.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.fullmatch(rf"{stamp} INFO payhook: payhook started", lines[0]), lines
+    assert re.fullmatch(rf"{stamp} WARNING payhook\.ingest: careful", lines[1]), lines

@@ -117,8 +117,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(config: LoggingConfig, level: str | None = None) -> None:
-    """Send every log line to stderr in `config.format`, at `level` or `config.level`."""
+def configure(config: LoggingConfig | None = None, level: str | None = None) -> None:
+    """Send every log line to stderr in `config.format`, at `level` or `config.level`.
+
+    With no arguments: text lines with time and level, at INFO, which is what a host that
+    mounts payhook (and has no logging set up of its own) wants. It replaces the root
+    logger's handlers; a host with its own logging sets the `payhook` logger's level instead.
+    """
+    config = config or LoggingConfig()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

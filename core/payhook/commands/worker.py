@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from payhook.commands.common import FiniteFloat, config_errors, config_option, discover_plugins, load
+from payhook.commands.common import (
+    EXIT_PROBLEM,
+    FiniteFloat,
+    config_errors,
+    config_option,
+    discover_plugins,
+    load,
+)
 from payhook.commands.log_level import apply_logging, log_level_given, log_level_option, start_logging
 
 __all__ = ["worker"]
@@ -31,6 +40,7 @@ def worker(config_path: str, log_level: str, grace: float, processes: int) -> No
     """Process handler runs (for running apart from `serve`)."""
     from payhook.receive.app import Payhook
     from payhook.server.processes import WorkerOptions, run_worker, worker_in_processes
+    from payhook.store.migrations import SchemaNotMigrated
 
     start_logging(log_level)
     config = load(config_path, require_secrets=True, plugins=discover_plugins())
@@ -40,4 +50,8 @@ def worker(config_path: str, log_level: str, grace: float, processes: int) -> No
         worker_in_processes(config_path, config, options, processes)
     with config_errors():
         payhook = Payhook(config, migrate=config.database.is_sqlite, run_worker=True)
-    run_worker(payhook, grace)
+    try:
+        run_worker(payhook, grace)
+    except SchemaNotMigrated as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PROBLEM)

@@ -202,4 +202,7 @@ async def healthz(request: Request) -> Response:
         await asyncio.get_running_loop().run_in_executor(None, payhook.store.ping)
     except StoreUnavailable as exc:
         return error(503, "store_unavailable", exc.reason)
+    problem = await asyncio.get_running_loop().run_in_executor(None, payhook.schema_problem)
+    if problem is not None:
+        return error(503, "schema_not_migrated", problem)
     return JSONResponse({"status": "ok"})

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from payhook.config import Config, TenantConfig
 from payhook.execute.outcome import Outcome
 from payhook.execute.processing import Processor
@@ -64,6 +66,7 @@ class Payhook:
         # Set by create_app: this runtime answers deliveries (the `payhook worker` one does not).
         self.receives = False
         self._last_delivery = 0.0
+        self._schema_current = False
 
     async def store_delivery(self, delivery: Delivery) -> IngestResult:
         """Store one verified delivery (durable when this returns)."""
@@ -89,9 +92,36 @@ class Payhook:
             if not self._started:
                 await self.start()
 
+    def schema_problem(self) -> str | None:
+        """What the database's schema lacks, said with what to run; None once it is current.
+
+        Checked until found current, then never again. A store that cannot be reached now
+        gives None too: that is store_unavailable's to say, and passes by itself.
+        """
+        if self._schema_current:
+            return None
+        try:
+            missing = migrations.missing_heads(self.store.engine, self.plugins.names)
+        except (DBAPIError, OSError) as exc:
+            log.warning("could not check the database schema (%s); checking again later", type(exc).__name__)
+            return None
+        if missing:
+            return (
+                f"the database schema is not migrated (it lacks {', '.join(missing)}): "
+                f"{migrations.NOT_MIGRATED}"
+            )
+        self._schema_current = True
+        return None
+
     async def start(self) -> None:
+        """Start the writer (and the worker); SchemaNotMigrated when the database is behind."""
         if self._started:
             return
+        # Refused rather than started: every delivery would be a 503 and every run would fail.
+        problem = await asyncio.get_running_loop().run_in_executor(None, self.schema_problem)
+        if problem is not None:
+            log.error("payhook cannot start: %s", problem)
+            raise migrations.SchemaNotMigrated(problem)
         self.plugins.hook.startup(host=self.plugins)
         self.store.start_maintenance()
         self.writer.start()
