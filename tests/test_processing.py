@@ -718,3 +718,22 @@ def test_a_lost_last_attempt_kills_the_run_under_that_attempts_number(
     assert failure.message.startswith("attempt 1 did not finish before its lease expired")
     assert "worker or inline request" in failure.message
     assert plugin.calls == []
+
+
+def test_a_recorded_traceback_starts_at_the_handlers_own_frames(make_payhook: Any, stripe_event: Any) -> None:
+    """payhook's and pluggy's frames above the handler call are left out; the exception line stays."""
+    plugin = two_handlers()
+    plugin.fail("bad", lambda n: GiveUp("order 4242 does not exist"))
+    harness = setup(make_payhook, plugin)
+    harness.deliver(stripe_event("payment_intent.succeeded"))
+    harness.process()
+    trace = run_of(harness, "bad").last_traceback
+    assert trace is not None
+    lines = trace.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert (
+        lines[1].startswith('  File "') and 'helpers.py", line' in lines[1] and lines[1].endswith(", in run")
+    )
+    assert lines[-1] == "payhook.GiveUp: order 4242 does not exist"
+    assert "pluggy" not in trace and "processing.py" not in trace and "host.py" not in trace
+    assert len(lines) <= 5

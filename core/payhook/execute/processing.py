@@ -15,11 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
+from pathlib import Path
 from typing import Any
+
+import pluggy
 
 from payhook.config import Config, RetryPolicy, TenantConfig
 from payhook.execute.observe import observe_run, run_observed
 from payhook.execute.outcome import Outcome, RunOutcome
+from payhook.plugins import host as plugin_host
 from payhook.plugins.context import GiveUp, HandlerContext, RetryLater, Skip
 from payhook.plugins.host import PluginHost
 from payhook.plugins.types import Handler
@@ -54,6 +58,25 @@ class _Again(Enum):
 
 AGAIN = _Again.AGAIN
 MarkLater = Callable[[UnmarkedSuccess], None]
+
+# The code between a run's claim and its handler: left out of recorded tracebacks.
+CALLING_CODE = tuple(
+    str(Path(path).parent) + os.sep for path in (__file__, plugin_host.__file__, pluggy.__file__)
+)
+
+
+def handler_traceback(error: BaseException) -> str:
+    """`error`'s traceback from the handler's own frames on, with its exception line.
+
+    payhook's and pluggy's frames above the handler call say nothing about the failure. An
+    error raised before any handler frame (payhook's own) keeps every frame.
+    """
+    summary = traceback.TracebackException.from_exception(error)
+    frames = list(summary.stack)
+    first = next((i for i, frame in enumerate(frames) if not frame.filename.startswith(CALLING_CODE)), None)
+    if first:
+        summary.stack = traceback.StackSummary.from_list(frames[first:])
+    return "".join(summary.format())
 
 
 def backoff_delay(policy: RetryPolicy, failures: int) -> float:
@@ -322,7 +345,7 @@ class Processor:
         else:
             next_attempt_at = utcnow() + timedelta(seconds=backoff_delay(policy, run.failures))
         error_type = qualified_name(type(error))
-        failure = Failure(error_type, str(error) or error_type, "".join(traceback.format_exception(error)))
+        failure = Failure(error_type, str(error) or error_type, handler_traceback(error))
         if not self.runs.fail(run, failure, next_attempt_at=next_attempt_at, duration_ms=elapsed):
             return _lease_lost(run)
         dead = next_attempt_at is None
