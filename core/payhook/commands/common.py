@@ -216,11 +216,12 @@ def config_errors() -> Iterator[None]:
 @contextmanager
 def open_store(config: Config) -> Iterator[Store]:
     """The store, for reading; exit 1 with the reason when it cannot be read."""
-    url = make_url(config.database.url)
-    sqlite_file = config.database.is_sqlite and url.database not in (None, "", ":memory:")
-    if sqlite_file and not Path(str(url.database)).exists():
+    # Only a SQLite URL is parsed here: a host's store (`url = "django"`) is no SQLAlchemy URL.
+    url = make_url(config.database.url) if config.database.is_sqlite else None
+    sqlite_file = url.database if url is not None else None
+    if sqlite_file not in (None, "", ":memory:") and not Path(str(sqlite_file)).exists():
         # Connecting would create an empty file; say what is wrong instead.
-        fail(f"no database at {url.database}; check [database] url, or run `payhook db upgrade`")
+        fail(f"no database at {sqlite_file}; check [database] url, or run `payhook db upgrade`")
     store = Store(config.database)
     try:
         yield store
