@@ -27,7 +27,7 @@ from payhook.commands.common import (
     table,
     when,
 )
-from payhook.ops.reports import EVENT_STATUSES, EventDetail, EventFilter, find_events, list_events
+from payhook.ops.event_reports import EVENT_STATUSES, EventDetail, EventFilter, find_events, list_events
 
 __all__ = ["events"]
 

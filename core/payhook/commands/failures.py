@@ -19,7 +19,7 @@ from payhook.commands.common import (
     table,
     when,
 )
-from payhook.ops.reports import failure_groups
+from payhook.ops.failure_reports import failure_groups
 
 __all__ = ["failures"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from payhook.ops.reports import HourlyActivity
+from payhook.ops.health_reports import HourlyActivity
 
 __all__ = ["Bar", "Chart", "hourly_chart"]
 

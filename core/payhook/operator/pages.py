@@ -23,16 +23,10 @@ from payhook.config import Config
 from payhook.operator.auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor, bearer_token
 from payhook.operator.chart import hourly_chart
 from payhook.operator.throttle import LoginThrottle, client_key
+from payhook.ops.event_reports import EVENT_STATUSES, EventFilter, find_events, list_events
+from payhook.ops.failure_reports import problem_runs
+from payhook.ops.health_reports import activity, tenant_health
 from payhook.ops.replay import ReplaySelection, replay
-from payhook.ops.reports import (
-    EVENT_STATUSES,
-    EventFilter,
-    activity,
-    find_events,
-    list_events,
-    problem_runs,
-    tenant_health,
-)
 from payhook.store.engine import Store, StoreUnavailable
 from payhook.store.models import utcnow
 

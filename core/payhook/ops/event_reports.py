@@ -1,8 +1,8 @@
-"""What the operator surfaces read: events with their overall status, one event in full,
-failures grouped, each tenant's health, and activity by hour.
+"""What `payhook events` and the status page read about events: a list with each event's
+overall status, and one event in full with its runs and their failures.
 
-Read-only queries shared by the command line and the status page. Each opens a plain
-connection (no write transaction, so on SQLite it never waits for the write lock).
+Read-only queries; each opens a plain connection (no write transaction, so on SQLite it
+never waits for the write lock).
 
 An event's overall status comes from its runs, the most urgent first::
 
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, select
+from sqlalchemy import Connection, case, func, select
 from sqlalchemy.sql import ColumnElement
 
-from payhook.config import Config
 from payhook.store.engine import Store
 from payhook.store.models import RunStatus
 from payhook.store.runs import EVENT, FAILURE, RUN
@@ -33,17 +32,10 @@ __all__ = [
     "EventDetail",
     "EventFilter",
     "EventSummary",
-    "FailureGroup",
-    "HourlyActivity",
-    "ProblemRun",
+    "FailureDetail",
     "RunDetail",
-    "TenantHealth",
-    "activity",
-    "failure_groups",
     "find_events",
     "list_events",
-    "problem_runs",
-    "tenant_health",
 ]
 
 S = RunStatus
@@ -319,226 +311,6 @@ def _detail(conn: Connection, event: Any) -> EventDetail:
         ignored_reason=event.ignored_reason,
         api_version_mismatch=bool(event.api_version_mismatch),
     )
-
-
-@dataclass(frozen=True)
-class FailureGroup:
-    """Failed and dead runs of one tenant's plugin that ended with the same error."""
-
-    tenant: str
-    plugin: str
-    error_type: str
-    error: str
-    failed: int
-    dead: int
-    last_failed_at: datetime | None
-    example_event: str
-
-    @property
-    def runs(self) -> int:
-        return self.failed + self.dead
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "tenant": self.tenant,
-            "plugin": self.plugin,
-            "error_type": self.error_type,
-            "error": self.error,
-            "failed": self.failed,
-            "dead": self.dead,
-            "runs": self.runs,
-            "last_failed_at": _iso(self.last_failed_at),
-            "example_event": self.example_event,
-        }
-
-
-PROBLEM_STATUSES = (S.FAILED.value, S.DEAD.value)
-
-
-def failure_groups(
-    store: Store, tenant: str | None = None, since: datetime | None = None
-) -> list[FailureGroup]:
-    """Failed and dead runs grouped by tenant, plugin and error; most runs first."""
-    error_type = func.coalesce(RUN.c.last_error_type, literal(""))
-    error = func.coalesce(RUN.c.last_error, literal(""))
-    query = (
-        select(
-            EVENT.c.tenant,
-            RUN.c.plugin,
-            error_type.label("error_type"),
-            error.label("error"),
-            RUN.c.status,
-            func.count().label("runs"),
-            func.max(RUN.c.finished_at).label("last_failed_at"),
-            func.min(EVENT.c.stripe_event_id).label("example_event"),
-        )
-        .join(EVENT, EVENT.c.id == RUN.c.event_id)
-        .where(RUN.c.status.in_(PROBLEM_STATUSES))
-        .group_by(EVENT.c.tenant, RUN.c.plugin, error_type, error, RUN.c.status)
-    )
-    if tenant is not None:
-        query = query.where(EVENT.c.tenant == tenant)
-    if since is not None:
-        query = query.where(RUN.c.finished_at >= since)
-    with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
-    merged: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-    for row in rows:
-        key = (row.tenant, row.plugin, row.error_type, row.error)
-        group = merged.setdefault(key, {"failed": 0, "dead": 0, "last": None, "example": row.example_event})
-        group["dead" if row.status == S.DEAD.value else "failed"] += int(row.runs)
-        if row.last_failed_at is not None and (group["last"] is None or row.last_failed_at > group["last"]):
-            group["last"] = row.last_failed_at
-        group["example"] = min(group["example"], row.example_event)
-    groups = [
-        FailureGroup(tenant_, plugin, error_type_, error_, g["failed"], g["dead"], g["last"], g["example"])
-        for (tenant_, plugin, error_type_, error_), g in merged.items()
-    ]
-    return sorted(groups, key=lambda g: (-g.runs, g.tenant, g.plugin, g.error_type, g.error))
-
-
-@dataclass(frozen=True)
-class ProblemRun:
-    """A failed or dead run, for the status page's list with its replay button."""
-
-    id: int
-    tenant: str
-    stripe_event_id: str
-    type: str
-    plugin: str
-    handler: str
-    status: str
-    attempts: int
-    error_type: str | None
-    error: str | None
-    finished_at: datetime | None
-    next_attempt_at: datetime | None
-
-
-def problem_runs(store: Store, tenant: str | None = None, limit: int = 50) -> list[ProblemRun]:
-    """Failed and dead runs, the most recently failed first."""
-    query = (
-        select(
-            RUN.c.id,
-            EVENT.c.tenant,
-            EVENT.c.stripe_event_id,
-            EVENT.c.type,
-            RUN.c.plugin,
-            RUN.c.handler,
-            RUN.c.status,
-            RUN.c.attempts,
-            RUN.c.last_error_type.label("error_type"),
-            RUN.c.last_error.label("error"),
-            RUN.c.finished_at,
-            RUN.c.next_attempt_at,
-        )
-        .join(EVENT, EVENT.c.id == RUN.c.event_id)
-        .where(RUN.c.status.in_(PROBLEM_STATUSES))
-        .order_by(RUN.c.finished_at.desc(), RUN.c.id.desc())
-        .limit(limit)
-    )
-    if tenant is not None:
-        query = query.where(EVENT.c.tenant == tenant)
-    with store.engine.connect() as conn:
-        return [ProblemRun(**row._asdict()) for row in conn.execute(query)]
-
-
-@dataclass(frozen=True)
-class TenantHealth:
-    slug: str
-    active: bool
-    plugins: tuple[str, ...]
-    events_24h: int
-    last_received_at: datetime | None
-    due: int
-    failed: int
-    dead: int
-
-    @property
-    def state(self) -> str:
-        """`inactive`, `dead` (runs wait for a replay), `retrying` (runs failed), or `ok`."""
-        if not self.active:
-            return "inactive"
-        if self.dead:
-            return "dead"
-        if self.failed:
-            return "retrying"
-        return "ok"
-
-
-def tenant_health(store: Store, config: Config, now: datetime) -> list[TenantHealth]:
-    """Each configured tenant: deliveries in the last 24 h, and its runs waiting or failing."""
-    since = now - timedelta(hours=24)
-    received = (
-        select(EVENT.c.tenant, func.count(), func.max(EVENT.c.received_at))
-        .where(EVENT.c.received_at >= since)
-        .group_by(EVENT.c.tenant)
-    )
-    waiting = (
-        select(EVENT.c.tenant, RUN.c.status, func.count())
-        .join(EVENT, EVENT.c.id == RUN.c.event_id)
-        .where(RUN.c.status.in_([S.PENDING.value, S.FAILED.value, S.DEAD.value]))
-        .group_by(EVENT.c.tenant, RUN.c.status)
-    )
-    with store.engine.connect() as conn:
-        recent = {row[0]: (int(row[1]), row[2]) for row in conn.execute(received)}
-        counts: dict[tuple[str, str], int] = {(row[0], row[1]): int(row[2]) for row in conn.execute(waiting)}
-    return [
-        TenantHealth(
-            slug=slug,
-            active=tenant.active,
-            plugins=tenant.plugins,
-            events_24h=recent.get(slug, (0, None))[0],
-            last_received_at=recent.get(slug, (0, None))[1],
-            due=counts.get((slug, S.PENDING.value), 0),
-            failed=counts.get((slug, S.FAILED.value), 0),
-            dead=counts.get((slug, S.DEAD.value), 0),
-        )
-        for slug, tenant in sorted(config.tenants.items())
-    ]
-
-
-@dataclass(frozen=True)
-class HourlyActivity:
-    start: datetime
-    deliveries: int
-    failures: int
-
-
-def activity(store: Store, now: datetime, hours: int = 24, tenant: str | None = None) -> list[HourlyActivity]:
-    """Events stored and failed attempts in each of the last `hours` hours (UTC), oldest first."""
-    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    start = end - timedelta(hours=hours)
-    sqlite = store.is_sqlite
-    received_hour = _hour(EVENT.c.received_at, sqlite)
-    deliveries = select(received_hour, func.count()).where(EVENT.c.received_at >= start)
-    failed_hour = _hour(FAILURE.c.failed_at, sqlite)
-    failures = select(failed_hour, func.count()).where(FAILURE.c.failed_at >= start)
-    if tenant is not None:
-        deliveries = deliveries.where(EVENT.c.tenant == tenant)
-        failures = failures.join(RUN, RUN.c.id == FAILURE.c.run_id).join(
-            EVENT, and_(EVENT.c.id == RUN.c.event_id, EVENT.c.tenant == tenant)
-        )
-    with store.engine.connect() as conn:
-        delivered = {row[0]: int(row[1]) for row in conn.execute(deliveries.group_by(received_hour))}
-        failed = {row[0]: int(row[1]) for row in conn.execute(failures.group_by(failed_hour))}
-    hours_ = [start + timedelta(hours=i) for i in range(hours)]
-    return [
-        HourlyActivity(hour, delivered.get(_hour_key(hour), 0), failed.get(_hour_key(hour), 0))
-        for hour in hours_
-    ]
-
-
-def _hour(column: Any, sqlite: bool) -> Any:
-    """The UTC hour of a time column as text `YYYY-MM-DD HH`, the same on both databases."""
-    if sqlite:
-        # SQLite keeps these columns as naive UTC text (models.UTCDateTime).
-        return func.strftime("%Y-%m-%d %H", column)
-    return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24")
-
-
-def _hour_key(hour: datetime) -> str:
-    return hour.strftime("%Y-%m-%d %H")
 
 
 def _iso(value: datetime | None) -> str | None:
