@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import click
 from payhook import PluginHost, Register, TenantConfig, hookimpl
 from sqlmodel import Session
 
-from . import checkout, hookspecs, lookup, payments, refunds
+from . import checkout, commands, hookspecs, lookup, payments, refunds
 from .models import Order
 from .settings import Settings
 
@@ -30,6 +31,12 @@ def register_handlers(register: Register) -> None:
     register("checkout.session.completed", checkout.session_completed)
     register("checkout.session.async_payment_succeeded", checkout.session_completed)
     register("checkout.session.expired", checkout.session_expired)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """`payhook registration orders create|list`."""
+    cli.add_command(commands.registration)
 
 
 @hookimpl
