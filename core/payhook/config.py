@@ -183,6 +183,12 @@ def _database_url(url: str) -> str:
     return url
 
 
+def _postgres_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith("postgresql"):
+        raise problem("must start with postgresql+psycopg://")
+    return url
+
+
 def _http_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise problem(f"must be an http:// or https:// URL, got {url!r}")
@@ -203,6 +209,9 @@ class DatabaseConfig:
     busy_timeout_ms: Annotated[int, Field(ge=0)] = 5000
     pool_size: Positive = 10
     connect_timeout: PositiveFloat = 5.0
+    # PostgreSQL: where workers LISTEN for new runs, when `url` goes through a transaction
+    # pooler (which cannot pass notifications on): a direct, session connection.
+    listen_url: Annotated[str | None, AfterValidator(_postgres_url)] = None
 
     @property
     def is_sqlite(self) -> bool:

@@ -201,7 +201,12 @@ async def healthz(request: Request) -> Response:
     try:
         await asyncio.get_running_loop().run_in_executor(None, payhook.store.ping)
     except StoreUnavailable as exc:
-        return error(503, "store_unavailable", exc.reason)
+        answer = {"error": "store_unavailable", "detail": exc.reason}
+        if str(exc) != exc.reason:
+            # What the store said (the driver's message: say, a pooler refusing the
+            # connection), already free of the URL's password.
+            answer["cause"] = str(exc)
+        return JSONResponse(answer, status_code=503)
     problem = await asyncio.get_running_loop().run_in_executor(None, payhook.schema_problem)
     if problem is not None:
         return error(503, "schema_not_migrated", problem)

@@ -25,7 +25,7 @@ from payhook.store import migrations
 from payhook.store.engine import Store
 from payhook.store.eventlog import Delivery, EventLog, IngestResult
 from payhook.store.runs import ClaimedRun, Lease, runs_of
-from payhook.store.wakeups import postgres_listener
+from payhook.store.wakeups import listener_for
 
 __all__ = ["Payhook"]
 
@@ -135,7 +135,7 @@ class Payhook:
                 concurrency=processing.concurrency,
                 batch_size=processing.batch_size,
                 poll_interval=processing.poll_interval,
-                listen=None if self.store.is_sqlite else postgres_listener(self.store.config.url),
+                listen=None if self.store.is_sqlite else listener_for(self.store.config),
                 # Beside a receiver, answering Stripe comes first (see receiver_busy).
                 pause=self.receiver_busy if self.receives else None,
             )

@@ -16,7 +16,15 @@ from sqlmodel import Session
 from payhook.config import STORE_BACKENDS, DatabaseConfig, IngestConfig
 from payhook.store.compiled import Executor, drop_if_broken
 from payhook.store.health import WriteHealth, lasting_cause, named_reason
-from payhook.store.postgres import Pipelined, Statements, Watch, Watchdog, make_postgres_engine
+from payhook.store.postgres import (
+    Pipelined,
+    Pooling,
+    Statements,
+    Watch,
+    Watchdog,
+    limits_statement,
+    make_postgres_engine,
+)
 from payhook.store.sqlite import (
     DURABLE,
     LAZY_BEGIN,
@@ -92,10 +100,15 @@ class Store:
         # Every concurrent handler run that uses its session holds a connection.
         pool_size = max(config.pool_size, min_pool_size)
         self._watchdog: Watchdog | None = Watchdog() if not self.is_sqlite and timeout is not None else None
+        # PostgreSQL behind a pooler: the server-side limits each transaction sets
+        # (postgres.py); SQLAlchemy's transactions get them from the engine, the pipelined
+        # ones here.
+        self.pooling = Pooling()
+        self._bounds = limits_statement(timeout) if not self.is_sqlite and timeout is not None else None
         if self.gate is not None:
             self.engine = make_sqlite_engine(config, pool_size, self.gate, self.file_guard)
         else:
-            self.engine = make_postgres_engine(config, pool_size, timeout, self._watchdog)
+            self.engine = make_postgres_engine(config, pool_size, timeout, self._watchdog, self.pooling)
         # Handlers' sessions: on SQLite their transactions begin lazily (see sqlite.py), and
         # take the write lock at their first write, or at their first statement when a run
         # lost that race once already.
@@ -114,6 +127,11 @@ class Store:
         # A read-only PostgreSQL (a standby after a failover) is not a bug in a query either.
         read_only = () if self.is_sqlite else (dbapi.errors.ReadOnlySqlTransaction,)
         self._unavailable: tuple[type[Exception], ...] = (*UNAVAILABLE, *self.driver_errors, *read_only)
+
+    @property
+    def _limits(self) -> str | None:
+        """The statement that sets the server-side limits in a transaction, if it must."""
+        return self._bounds if self.pooling.pooled else None
 
     def deadline(self) -> float | None:
         """When a core transaction starting now must be over (time.monotonic()), if ever."""
@@ -169,11 +187,19 @@ class Store:
         transaction that reads one result in the middle costs two round trips. Deadline
         and errors as in `transaction`.
         """
+        with self._pipelined(deadline) as txn:
+            yield txn
+        self.write_health.succeeded()  # only ingest writes this way
+
+    @contextmanager
+    def _pipelined(self, deadline: float | None) -> Iterator[Pipelined]:
         with self._autocommit(deadline) as (conn, dbapi):
             cursor = dbapi.cursor()
             try:
                 with dbapi.pipeline() as pipeline:
                     cursor.execute("BEGIN", prepare=False)
+                    if self._limits is not None:
+                        cursor.execute(self._limits, prepare=False)
                     yield Pipelined(cursor, pipeline)
                     cursor.execute("COMMIT", prepare=False)
             except BaseException as exc:
@@ -181,15 +207,24 @@ class Store:
                 raise
             finally:
                 cursor.close()
-        self.write_health.succeeded()  # only ingest writes this way
 
     @contextmanager
     def statements(self, deadline: float | None = None) -> Iterator[Statements]:
         """PostgreSQL: a cursor whose every statement commits on its own, in one round trip.
 
         For work that one statement does atomically: no BEGIN or COMMIT to wait for.
-        Deadline and errors as in `transaction`.
+        Deadline and errors as in `transaction`. Behind a pooler, with server-side limits
+        (a `timeout`), the block is one pipelined transaction that carries them instead: a
+        statement alone in autocommit mode has no transaction to set them in, and there is
+        no session to hold them. That costs a second round trip, for the COMMIT.
         """
+        if self._bounds is not None and self.pooling.pooled is None:
+            self._find_pooler(deadline)
+        if self._limits is not None:
+            with self._pipelined(deadline) as txn:
+                yield Statements.bounded(txn)
+            self.write_health.succeeded()
+            return
         with self._autocommit(deadline) as (conn, dbapi):
             cursor = dbapi.cursor()
             try:
@@ -224,6 +259,14 @@ class Store:
         except self._unavailable as exc:
             raise self._unavailable_error(exc, watch) from exc
 
+    def _find_pooler(self, deadline: float | None) -> None:
+        """Open the first connection, which finds whether a pooler is in between."""
+        try:
+            with self._connect(deadline):
+                pass
+        except self._unavailable as exc:
+            raise self._unavailable_error(exc, None) from exc
+
     def _roll_back(self, conn: Connection, dbapi: Any, exc: BaseException) -> None:
         """End what a failed pipelined transaction began; drop its connection if it broke."""
         if isinstance(exc, self.driver_errors) and drop_if_broken(conn, exc, dbapi):
@@ -252,7 +295,12 @@ class Store:
         cause = lasting_cause(exc)
         if cause is not None and named is None:
             self.write_health.failed(cause)
-        return StoreUnavailable(describe(exc), reason=named or cause or error_type(exc))
+        return StoreUnavailable(self._secret_free(describe(exc)), reason=named or cause or error_type(exc))
+
+    def _secret_free(self, message: str) -> str:
+        """`message` without the URL's password, should the driver have quoted it."""
+        password = make_url(self.config.url).password if not self.is_sqlite else None
+        return message.replace(str(password), "***") if password else message
 
     def _changes(self, conn: Connection) -> int | None:
         """SQLite: the rows this connection has changed so far; a commit that changed some
@@ -312,7 +360,7 @@ class Store:
             with self._connect(deadline) as conn, self._watched(conn, deadline):
                 read_only = conn.exec_driver_sql("SELECT current_setting('transaction_read_only')").scalar()
         except self._unavailable as exc:
-            raise StoreUnavailable(describe(exc), reason=error_type(exc)) from exc
+            raise StoreUnavailable(self._secret_free(describe(exc)), reason=error_type(exc)) from exc
         if read_only == "on":
             raise StoreUnavailable("the PostgreSQL server is read-only (a standby?)", reason="read_only")
 

@@ -4,8 +4,12 @@ A PostgreSQL that stops answering without closing its connections (a frozen serv
 failover that leaves the old address silent, a network that drops packets) would leave a
 thread waiting in recv() for as long as TCP allows, which is hours. Three layers bound it:
 
-* the server's own limits, sent in the startup packet (no extra round trip): a statement,
-  a lock wait, and a transaction left idle each end after `timeout` seconds;
+* the server's own limits: a statement, a lock wait, and a transaction left idle each end
+  after `timeout` seconds. On a direct connection they are sent in the startup packet (no
+  round trip). A transaction pooler (PgBouncer, a managed pooler) refuses that `options`
+  parameter, or drops it, and runs a connection's transactions on whichever server
+  connection is free: behind one (found on connect, see `Pooling`) they are set in every
+  transaction instead (`SET LOCAL`, sent with its BEGIN, so no round trip of their own);
 * TCP keepalives and `tcp_user_timeout`, so a peer that vanished is noticed in about
   that time even by a connection that is only waiting;
 * a watchdog that shuts down the socket of a core transaction still running at its
@@ -16,6 +20,7 @@ thread waiting in recv() for as long as TCP allows, which is hours. Three layers
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -25,11 +30,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from payhook.config import DatabaseConfig
+from payhook.store.compiled import drop_if_broken
 
-__all__ = ["Pipelined", "Statements", "Watch", "Watchdog", "connect_args", "make_postgres_engine"]
+__all__ = [
+    "Pipelined",
+    "Pooling",
+    "Statements",
+    "Watch",
+    "Watchdog",
+    "connect_args",
+    "limits_statement",
+    "make_postgres_engine",
+]
+
+log = logging.getLogger("payhook.store")
 
 # Probes a silent peer gets before its connection is declared dead.
 KEEPALIVE_PROBES = 3
@@ -39,18 +56,28 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
+def limits_statement(timeout: float) -> str:
+    """One statement that bounds the transaction it runs in by `timeout` seconds."""
+    # set_config(..., true) is SET LOCAL: it ends with the transaction, so nothing is left
+    # on a server connection a pooler lends to someone else next.
+    return "SELECT " + ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _limits(timeout))
+
+
+def _limits(timeout: float) -> list[tuple[str, str]]:
+    return [
+        ("statement_timeout", f"{_ms(timeout)}ms"),
+        ("lock_timeout", f"{_ms(timeout)}ms"),
+        # A transaction whose client froze or vanished holds its locks (a unique key another
+        # receiver waits on) until the server ends it.
+        ("idle_in_transaction_session_timeout", f"{_ms(timeout)}ms"),
+    ]
+
+
 def connect_args(config: DatabaseConfig, timeout: float | None) -> dict[str, Any]:
     """libpq connection parameters for `config`, bounded by `timeout` seconds (None: unbounded)."""
     args: dict[str, Any] = {"connect_timeout": max(1, round(config.connect_timeout))}
     if timeout is None:
         return args
-    limits = {
-        "statement_timeout": _ms(timeout),
-        "lock_timeout": _ms(timeout),
-        # A transaction whose client froze or vanished holds its locks (a unique key another
-        # receiver waits on) until the server ends it.
-        "idle_in_transaction_session_timeout": _ms(timeout),
-    }
     # Quiet for half the timeout, then a probe a second (or a tenth of the timeout): a dead
     # peer is noticed within about the timeout.
     idle = max(1, int(timeout / 2))
@@ -62,13 +89,40 @@ def connect_args(config: DatabaseConfig, timeout: float | None) -> dict[str, Any
         keepalives_count=KEEPALIVE_PROBES,
         # Data sent and not acknowledged for this long: the peer is gone.
         tcp_user_timeout=_ms(timeout),
-        options=" ".join(f"-c {name}={value}" for name, value in limits.items()),
+        # On a direct connection the limits cost nothing here, once per connection.
+        options=" ".join(f"-c {name}={value}" for name, value in _limits(timeout)),
     )
     return args
 
 
+class Pooling:
+    """Whether the store's connections go through a transaction pooler, found on connect.
+
+    A pooler (PgBouncer, a managed one) refuses the `options` startup parameter, or is told
+    to drop it (`ignore_startup_parameters`). Either way the limits it carried must be set
+    in each transaction instead, and no statement may be prepared on the server: the next
+    transaction may run on a server connection that never saw the PREPARE.
+    """
+
+    def __init__(self) -> None:
+        self.pooled: bool | None = None  # None until the first connection says
+
+    def found(self, pooled: bool) -> None:
+        if self.pooled is None:
+            self.pooled = pooled
+            if pooled:
+                log.info(
+                    "[database] url goes through a pooler: the store's limits are set in "
+                    "each transaction, and no statement is prepared on the server"
+                )
+
+
 def make_postgres_engine(
-    config: DatabaseConfig, pool_size: int, timeout: float | None, watchdog: Watchdog | None
+    config: DatabaseConfig,
+    pool_size: int,
+    timeout: float | None,
+    watchdog: Watchdog | None,
+    pooling: Pooling | None = None,
 ) -> Engine:
     engine = create_engine(
         config.url,
@@ -78,6 +132,14 @@ def make_postgres_engine(
         pool_timeout=config.connect_timeout,
         connect_args=connect_args(config, timeout),
     )
+
+    @event.listens_for(engine, "connect")
+    def _drop_stray_notifications(dbapi: Any, _record: Any) -> None:
+        # Behind a transaction pooler, a server connection someone LISTENed on passes its
+        # notifications to whichever client it serves next; psycopg would keep them for
+        # ever on a connection nobody reads them from.
+        dbapi.add_notify_handler(_ignore)
+
     if watchdog is not None:
 
         @event.listens_for(engine, "do_connect")
@@ -89,7 +151,68 @@ def make_postgres_engine(
                 remaining = math.ceil(deadline - time.monotonic())
                 params["connect_timeout"] = max(2, min(params["connect_timeout"], remaining))
 
+    if timeout is not None and pooling is not None:
+        _find_pooler(engine, pooling, timeout)
     return engine
+
+
+def _find_pooler(engine: Engine, pooling: Pooling, timeout: float) -> None:
+    limits = limits_statement(timeout)
+    expected = _limits(timeout)[0][1]
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, args: Any, params: dict[str, Any]) -> Any:
+        if pooling.pooled:
+            return dialect.connect(*args, **_pooled(params))
+        try:
+            return dialect.connect(*args, **params)
+        except dialect.loaded_dbapi.OperationalError as exc:
+            if "unsupported startup parameter" not in str(exc):
+                raise
+        pooling.found(True)
+        return dialect.connect(*args, **_pooled(params))
+
+    @event.listens_for(engine, "connect")
+    def _check_the_limits(dbapi: Any, _record: Any) -> None:
+        if pooling.pooled is None:
+            # Dropped silently? One round trip, on the process's first connection only.
+            shown = dbapi.execute("SHOW statement_timeout", prepare=False).fetchone()[0]
+            dbapi.rollback()
+            pooling.found(_ms_of(shown) != _ms_of(expected))
+        if pooling.pooled:
+            dbapi.prepare_threshold = None
+
+    @event.listens_for(engine, "begin")
+    def _limits_with_begin(conn: Connection) -> None:
+        # Every transaction SQLAlchemy opens (the core's, a handler's session, a ping):
+        # in a pipeline, psycopg's BEGIN and the limits leave together and cost the one
+        # round trip BEGIN alone cost.
+        if not pooling.pooled:
+            return
+        dbapi: Any = conn.connection.dbapi_connection
+        try:
+            with dbapi.pipeline():
+                dbapi.execute(limits, prepare=False)
+        except Exception as exc:
+            drop_if_broken(conn, exc, dbapi)
+            raise
+
+
+def _pooled(params: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in params.items() if k != "options"}, "prepare_threshold": None}
+
+
+def _ms_of(setting: str) -> str:
+    """`SHOW`'s way of writing a duration ("1500ms", "10s", "0") made comparable."""
+    units = {"ms": 1, "s": 1000, "min": 60000}
+    for unit, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if setting.endswith(unit) and setting[: -len(unit)].isdigit():
+            return str(int(setting[: -len(unit)]) * factor)
+    return setting
+
+
+def _ignore(_notification: Any) -> None:
+    pass
 
 
 class Pipelined:
@@ -110,12 +233,20 @@ class Pipelined:
 
 
 class Statements:
-    """Statements that each commit on their own: a cursor that waits for every result."""
+    """Statements that each take effect on their own: a cursor that waits for every result.
+
+    In autocommit mode each statement is its own transaction; `bounded` runs them in one
+    pipelined transaction instead, which can carry the server-side limits.
+    """
 
     __slots__ = ("cursor",)
 
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
+
+    @classmethod
+    def bounded(cls, txn: Pipelined) -> Statements:
+        return cls(_Waiting(txn))
 
     def waiting(self) -> Any:
         return self.cursor
@@ -134,9 +265,16 @@ class _Waiting:
     def fetchone(self) -> Any:
         return self._txn.cursor.fetchone()
 
+    def fetchall(self) -> Any:
+        return self._txn.cursor.fetchall()
+
     @property
     def rowcount(self) -> int:
         return int(self._txn.cursor.rowcount)
+
+    @property
+    def connection(self) -> Any:
+        return self._txn.cursor.connection
 
 
 class Watch:

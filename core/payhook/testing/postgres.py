@@ -12,23 +12,40 @@ from sqlalchemy.engine import make_url
 
 __all__ = [
     "DEFAULT_POSTGRES_URL",
+    "POOLED_URL_ENV",
     "POSTGRES_URL_ENV",
     "REQUIRE_POSTGRES_ENV",
     "cached_postgres_problem",
     "postgres_admin_url",
     "postgres_database",
     "postgres_problem",
+    "postgres_pooled_url",
     "postgres_required",
+    "through_pooler",
     "unreachable_postgres",
 ]
 
 POSTGRES_URL_ENV = "PAYHOOK_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_ENV = "PAYHOOK_REQUIRE_POSTGRES"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# A pooler (PgBouncer in transaction mode, say) in front of the same server: when set, the
+# store tests' databases are still made and dropped directly, but payhook reaches them
+# through it, as it is run at scale.
+POOLED_URL_ENV = "PAYHOOK_TEST_POSTGRES_POOLED_URL"
 
 
 def postgres_admin_url() -> str:
     return os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
+
+
+def postgres_pooled_url() -> str | None:
+    return os.environ.get(POOLED_URL_ENV) or None
+
+
+def through_pooler(database_url: str, pooled_url: str) -> str:
+    """`database_url`'s database, reached at `pooled_url`'s host, port and user."""
+    database = make_url(database_url).database
+    return make_url(pooled_url).set(database=database).render_as_string(hide_password=False)
 
 
 def postgres_required() -> bool:
@@ -67,11 +84,13 @@ _problems: dict[str, str | None] = {}
 
 
 def cached_postgres_problem() -> str | None:
-    """`postgres_problem` for the admin URL, asked once per process."""
-    url = postgres_admin_url()
-    if url not in _problems:
-        _problems[url] = postgres_problem(url)
-    return _problems[url]
+    """`postgres_problem` for the admin URL (and the pooler's, when set), asked once per process."""
+    for url in filter(None, (postgres_admin_url(), postgres_pooled_url())):
+        if url not in _problems:
+            _problems[url] = postgres_problem(url)
+        if _problems[url] is not None:
+            return f"{_problems[url]} at {url}"
+    return None
 
 
 def unreachable_postgres() -> dict[str, str]:

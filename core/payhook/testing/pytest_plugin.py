@@ -21,7 +21,9 @@ from payhook.testing.postgres import (
     cached_postgres_problem,
     postgres_admin_url,
     postgres_database,
+    postgres_pooled_url,
     postgres_required,
+    through_pooler,
     unreachable_postgres,
 )
 from payhook.testing.samples import load_event
@@ -47,18 +49,22 @@ def payhook_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def payhook_database_url(payhook_backend: str, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database of the backend the test asked for."""
+    """A fresh, empty database of the backend the test asked for.
+
+    PostgreSQL's is reached through the pooler at $PAYHOOK_TEST_POSTGRES_POOLED_URL when
+    that is set (made and dropped directly all the same)."""
     if payhook_backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'payhook.db'}"
         return
     problem = cached_postgres_problem()
     if problem is not None:
-        message = f"PostgreSQL unreachable at {postgres_admin_url()} ({problem})"
+        message = f"PostgreSQL unreachable ({problem})"
         if postgres_required():
             pytest.fail(f"{message}; {REQUIRE_POSTGRES_ENV} is set", pytrace=False)
         pytest.skip(message)
+    pooled = postgres_pooled_url()
     with postgres_database(postgres_admin_url()) as url:
-        yield url
+        yield url if pooled is None else through_pooler(url, pooled)
 
 
 @pytest.fixture
