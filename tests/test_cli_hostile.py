@@ -123,7 +123,7 @@ def test_json_output_keeps_the_exact_strings(hostile: Hostile) -> None:
     assert shown["payload"]["data"]["object"]["id"] == HOSTILE_OBJECT
     assert shown["runs"][0]["failures"][0]["message"] == HOSTILE_ERROR
     [group] = as_json("failures", status=1)
-    assert (group["error"], group["example_event"]) == (HOSTILE_ERROR, HOSTILE_EVENT)
+    assert (group["example_error"], group["example_event"]) == (HOSTILE_ERROR, HOSTILE_EVENT)
 
 
 SINCE_COMMANDS = [("events", "list"), ("failures",), ("reconcile",), ("runs", "replay", "--dry-run")]

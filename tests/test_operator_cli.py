@@ -161,14 +161,47 @@ def test_failures_are_grouped_and_exit_1(stored: Stored) -> None:
     assert [
         (g["tenant"], g["plugin"], g["error_type"], g["error"], g["failed"], g["dead"]) for g in groups
     ] == [
-        ("ops-a", "rec", "RuntimeError", "ledger offline (call 1)", 1, 0),
+        ("ops-a", "rec", "RuntimeError", "ledger offline (call N)", 1, 0),
         ("ops-a", "rec", "payhook.GiveUp", "not ours", 0, 1),
     ]
     assert groups[0]["example_event"] == stored.events["failed"]
+    assert [g["example_error"] for g in groups] == ["ledger offline (call 1)", "not ours"]
     table = run(stored.config, "failures")
     assert table.exit_code == 1 and "payhook.GiveUp: not ours" in table.stdout
     assert as_json(stored.config, "failures", "--tenant", "ops-b") == []
     assert as_json(stored.config, "failures", "--since", "2999-01-01") == []
+
+
+def test_failures_alike_but_for_ids_and_numbers_are_one_group_with_an_example(
+    make_payhook: Any, payhook_database_url: str, stripe_event: Any, tmp_path: Path
+) -> None:
+    messages = iter(
+        ["order 4242 does not exist", "order 9999 does not exist", "no such intent pi_3PxyzAbC12"]
+    )
+    plugin = RecordingPlugin("rec", {"payment_intent.succeeded": ["quitter"]})
+    plugin.fail("quitter", lambda n: GiveUp(next(messages)))
+    harness = make_payhook({"rec": plugin}, tenants={"ops-a": {"plugins": ["rec"]}})
+    create_effect_table(harness.store.engine)
+    events = [stripe_event("payment_intent.succeeded") for _ in range(3)]
+    for event in events:  # one at a time: the messages go to the events in order
+        harness.deliver(event, tenant="ops-a")
+        harness.process()
+    delivered = [event["id"] for event in events]
+    config = cli_config(tmp_path / "ops.toml", payhook_database_url)
+    groups = as_json(config, "failures", status=1)
+    assert [(g["error"], g["dead"]) for g in groups] == [
+        ("order N does not exist", 2),
+        ("no such intent pi_…", 1),
+    ]
+    first_order = min(delivered[:2])
+    assert groups[0]["example_event"] == first_order
+    assert (
+        groups[0]["example_error"] == f"order {4242 if first_order == delivered[0] else 9999} does not exist"
+    )
+    lines = run(config, "failures").stdout.splitlines()
+    assert [line.split()[-1] for line in lines[1:]] == ["exist", "exist", "pi_…", "pi_3PxyzAbC12"]
+    assert "payhook.GiveUp: order N does not exist" in lines[1]
+    assert lines[2].strip().startswith("e.g. order ")
 
 
 def test_replay_dry_run_lists_what_it_would_do_and_changes_nothing(stored: Stored) -> None:

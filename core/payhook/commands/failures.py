@@ -1,4 +1,4 @@
-"""`payhook failures`: failed and dead runs, grouped by tenant, plugin and error."""
+"""`payhook failures`: failed and dead runs, grouped by tenant, plugin and kind of error."""
 
 from __future__ import annotations
 
@@ -42,18 +42,15 @@ def failures(config_path: str, tenant: str | None, since: datetime | None, as_js
     elif not groups:
         click.echo("no failed or dead runs", err=True)
     else:
-        rows = [
-            [
-                g.tenant,
-                g.plugin,
-                g.failed,
-                g.dead,
-                when(g.last_failed_at),
-                g.example_event,
-                shorten(f"{g.error_type}: {g.error}", 80),
-            ]
-            for g in groups
-        ]
+        rows = []
+        for g in groups:
+            error = shorten(f"{g.error_type}: {g.error}", 80)
+            rows.append(
+                [g.tenant, g.plugin, g.failed, g.dead, when(g.last_failed_at), g.example_event, error]
+            )
+            if g.example_error != g.error:
+                # The pattern masks ids and numbers; one message as it was, on the next line.
+                rows.append(["", "", "", "", "", "", shorten(f"e.g. {g.example_error}", 80)])
         click.echo(
             table(["tenant", "plugin", "failed", "dead", "last (UTC)", "example event", "error"], rows)
         )
