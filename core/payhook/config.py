@@ -183,8 +183,8 @@ def _database_url(url: str) -> str:
     return url
 
 
-def _postgres_url(url: str | None) -> str | None:
-    if url is not None and not url.startswith("postgresql"):
+def _postgres_url(url: str) -> str:
+    if url and not url.startswith("postgresql"):
         raise problem("must start with postgresql+psycopg://")
     return url
 
@@ -211,7 +211,8 @@ class DatabaseConfig:
     connect_timeout: PositiveFloat = 5.0
     # PostgreSQL: where workers LISTEN for new runs, when `url` goes through a transaction
     # pooler (which cannot pass notifications on): a direct, session connection.
-    listen_url: Annotated[str | None, AfterValidator(_postgres_url)] = None
+    # "" (the default): LISTEN on `url`.
+    listen_url: Annotated[str, AfterValidator(_postgres_url)] = ""
 
     @property
     def is_sqlite(self) -> bool:
