@@ -114,3 +114,59 @@ def test_log_in_see_the_error_replay_and_see_it_succeed(
             assert answer is not None and answer.status == 401, path
     finally:
         stranger.close()
+
+
+# The longest names and messages a status page meets: a 63-character slug (the most a tenant
+# may have), errors of several hundred characters, some without a space to break at.
+LONG_TENANTS = ("pycon-2027-registrations-and-refunds-for-the-europe-conference", "pycon-us-2027-sponsors")
+LONG_ERRORS = (
+    "RuntimeError: could not reach https://ledger.example.internal/api/v2/organisations/pycon/"
+    "accounts/receivable/entries?expand=lines&filter=unpaid&page_size=500 " * 3,
+    "x" * 400,  # no space anywhere
+    "order 4242 does not exist in the registration database; the attendee record was "
+    "deleted before the payment arrived, so there is nothing to mark as paid " * 2,
+)
+
+
+def test_the_pages_fit_a_1280_by_800_window_with_long_names_and_errors(
+    browser: Any, make_payhook: Any, serve_in_thread: Any, stripe_event: Any, tmp_path: Path
+) -> None:
+    plugin = RecordingPlugin("ledger-and-registration-sync")
+    messages = iter(LONG_ERRORS * len(LONG_TENANTS))
+    plugin.fail("apply", lambda n: RuntimeError(next(messages)))
+    tenants = {slug: {"plugins": ["ledger-and-registration-sync"]} for slug in LONG_TENANTS}
+    harness = make_payhook(
+        {"ledger-and-registration-sync": plugin}, tenants=tenants, processing={"max_attempts": 1}
+    )
+    create_effect_table(harness.store.engine)
+    for slug in LONG_TENANTS:
+        for _ in LONG_ERRORS:
+            harness.deliver(stripe_event("payment_intent.succeeded"), tenant=slug)
+    harness.process()
+    assert {run.status for run in harness.runs()} == {"dead"}
+    config = replace(harness.config, operator=OperatorConfig(token=TOKEN))
+    url = serve_in_thread(create_operator_app(config, store=harness.store))
+    failed_event = harness.runs()[0]
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(url + "/")
+        page.get_by_label("Operator token").fill(TOKEN)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(url + "/")
+        for path in (
+            "/",
+            "/events",
+            f"/events?tenant={LONG_TENANTS[0]}",
+            f"/events/{LONG_TENANTS[0]}/{failed_event.stripe_event_id}",
+        ):
+            page.goto(url + path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1280, f"{path} is {width} px wide in a 1280 px window"
+        page.goto(url + "/")
+        page.screenshot(path=str(tmp_path / "status-page-1280.png"), full_page=True)
+        for run in harness.runs():  # every Replay button is on screen, none cut off
+            box = page.get_by_role("button", name=f"Replay run {run.id}").bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 1280
+    finally:
+        page.close()
