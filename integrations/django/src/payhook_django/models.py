@@ -81,13 +81,26 @@ class RunFailure(models.Model):
 
 class AppliedRun(models.Model):
     """A handler run whose Django writes committed: a rerun of it (after a crash between
-    Django's commit and payhook's success mark) skips the handler."""
+    Django's commit and payhook's success mark) skips the handler.
 
-    run_id = models.BigIntegerField(primary_key=True)
+    A run is named by what makes it one in any store: the tenant, the Stripe event and the
+    handler (run ids start again in a new store). `run_id` is the store's, for people.
+    """
+
+    tenant = models.CharField(max_length=64)
+    stripe_event_id = models.CharField(max_length=255)
+    plugin = models.CharField(max_length=100)
+    handler = models.CharField(max_length=255)
+    run_id = models.BigIntegerField()
     applied_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         db_table = "payhook_django_applied_run"
+        constraints = (
+            models.UniqueConstraint(
+                fields=("tenant", "stripe_event_id", "plugin", "handler"), name="payhook_django_applied_once"
+            ),
+        )
 
     def __str__(self) -> str:
-        return f"run {self.run_id} applied"
+        return f"run {self.run_id} ({self.plugin} {self.handler} on {self.stripe_event_id}) applied"

@@ -92,11 +92,27 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="AppliedRun",
             fields=[
-                ("run_id", models.BigIntegerField(primary_key=True, serialize=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("tenant", models.CharField(max_length=64)),
+                ("stripe_event_id", models.CharField(max_length=255)),
+                ("plugin", models.CharField(max_length=100)),
+                ("handler", models.CharField(max_length=255)),
+                ("run_id", models.BigIntegerField()),
                 ("applied_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
                 "db_table": "payhook_django_applied_run",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("tenant", "stripe_event_id", "plugin", "handler"),
+                        name="payhook_django_applied_once",
+                    )
+                ],
             },
         ),
     ]
