@@ -14,7 +14,7 @@ import pytest
 from payhook import ConfigError, create_operator_app
 from payhook.config import OperatorConfig
 from payhook.operator.auth import SESSION_COOKIE, Auth
-from payhook.testing import PayhookHarness, store_backends
+from payhook.testing import PayhookHarness, store_backends, wait_until
 from payhook.testing.samples import load_event
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -138,13 +138,51 @@ def test_log_in_see_the_error_replay_and_see_it_succeed(scene: Scene) -> None:
         refused = client.post("/replay", data={"run": "1", "csrf": "forged"})
         assert refused.status_code == 403 and scene.run_status() == "dead"
         replayed = client.post("/replay", data={"run": "1", "csrf": csrf, "back": "/"})
-        assert replayed.status_code == 303 and replayed.headers["location"] == "/?replayed=1"
-        assert "1 run re-armed" in client.get("/?replayed=1", headers=HTML).text
+        assert replayed.status_code == 303 and replayed.headers["location"] == "/?replayed=1&run=1"
+        # No worker in this process: the run waits for one.
+        notice = client.get("/?replayed=1&run=1", headers=HTML).text
+        assert "1 run re-armed; the worker runs it next" in notice
         assert scene.run_status() == "pending"
         scene.harness.process()
         assert scene.run_status() == "succeeded"
         detail = client.get(f"/events/ops/{scene.event['id']}", headers=HTML).text
         assert "succeeded" in detail and "ledger offline" in detail  # the failed attempt stays in the history
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_the_replay_notice_says_what_became_of_the_run(make_payhook: Any, fixed: bool) -> None:
+    """Beside an in-process worker the replayed run runs at once: the notice says how it went,
+    not that the worker runs it next."""
+    plugin = RecordingPlugin("rec")
+    broken = {"on": True}
+    plugin.fail("apply", lambda n: RuntimeError(f"ledger offline (call {n})") if broken["on"] else None)
+    harness = make_payhook(
+        {"rec": plugin}, tenants={"ops": {"plugins": ["rec"]}}, processing={"max_attempts": 1, "worker": True}
+    )
+    create_effect_table(harness.store.engine)
+    event = load_event("payment_intent.succeeded")
+    harness.deliver(event)
+    wait_until(lambda: [run.status for run in harness.runs()] == ["dead"], what="the run to die")
+    scene = Scene(harness, plugin, event)
+    broken["on"] = not fixed
+    with scene.client() as client:
+        csrf = log_in(client)
+        replayed = client.post("/replay", data={"run": "1", "csrf": csrf, "back": "/"})
+        location = replayed.headers["location"]
+        assert location == "/?replayed=1&run=1"
+        expected = "and run 1 succeeded" if fixed else "but run 1 failed again and is dead"
+
+        def notice() -> str:
+            page = client.get(location, headers=HTML).text
+            [shown] = re.findall(r'<p class="notice[^"]*" role="status">(.*?)</p>', page, re.S)
+            return shown
+
+        wait_until(lambda: expected in notice(), what=f"the notice to say {expected!r}")
+        assert "runs it next" not in notice()
+        if not fixed:
+            assert "RuntimeError" in notice() and "ledger offline (call 2)" in notice()
+        event_page = client.get(f"/events/ops/{event['id']}?replayed=1&run=1", headers=HTML).text
+        assert expected in event_page
 
 
 def test_a_replay_never_redirects_to_another_site(scene: Scene) -> None:

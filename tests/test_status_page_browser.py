@@ -92,7 +92,7 @@ def test_log_in_see_the_error_replay_and_see_it_succeed(
 
         broken["on"] = False  # the operator fixed the ledger; now replay
         page.get_by_role("button", name=f"Replay run {run.id}").click()
-        page.wait_for_url(url + "/?replayed=1")
+        page.wait_for_url(url + f"/?replayed=1&run={run.id}")
         assert "1 run re-armed" in page.get_by_role("status").inner_text()
         harness.process()  # the worker's turn
 

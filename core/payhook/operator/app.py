@@ -50,9 +50,11 @@ def create_operator_app(
     shared = payhook.store if payhook is not None else store
     the_store = shared if shared is not None else Store(config.database)
 
-    def wake_worker() -> None:
+    def wake_worker() -> bool:
         if payhook is not None and payhook.worker is not None:
             payhook.worker.notify()
+            return True
+        return False
 
     state = pages.OperatorState(
         config=config,

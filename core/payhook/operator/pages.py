@@ -6,6 +6,7 @@ bearer header or a session cookie) it answers 401, a page with the login form fo
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,14 @@ from payhook.config import Config
 from payhook.operator.auth import SESSION_COOKIE, SESSION_SECONDS, Auth, Visitor, bearer_token
 from payhook.operator.chart import hourly_chart
 from payhook.operator.throttle import LoginThrottle, client_key
-from payhook.ops.event_reports import EVENT_STATUSES, EventFilter, find_events, list_events
+from payhook.ops.event_reports import (
+    EVENT_STATUSES,
+    EventFilter,
+    RunState,
+    find_events,
+    list_events,
+    run_state,
+)
 from payhook.ops.failure_reports import problem_runs
 from payhook.ops.health_reports import activity, tenant_health
 from payhook.ops.replay import ReplaySelection, replay
@@ -48,6 +56,10 @@ log = logging.getLogger("payhook.operator")
 # Forms are a token, a run id and a CSRF token: anything bigger is not ours.
 MAX_FORM_BYTES = 16 * 1024
 RECENT_PER_TENANT = 10
+# After a replay, how long to wait for this process's worker to run it, so that the notice can
+# say how it went rather than that it will run (the worker elsewhere: not waited for).
+REPLAY_OUTCOME_WAIT = 2.0
+REPLAY_OUTCOME_POLL = 0.05
 
 
 @dataclass
@@ -57,8 +69,9 @@ class OperatorState:
     auth: Auth
     templates: Jinja2Templates
     registry: CollectorRegistry
-    # Called after a replay, to wake an in-process worker at once (None: it polls).
-    wake_worker: Callable[[], None] | None = None
+    # Called after a replay, to wake an in-process worker at once (None: it polls); True
+    # when there was one to wake.
+    wake_worker: Callable[[], bool] | None = None
     # Wrong tokens per client, at the login form or as bearer tokens.
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
@@ -187,6 +200,7 @@ async def overview(request: Request, visitor: Visitor) -> Response:
         visitor=visitor,
         now=now,
         replayed=request.query_params.get("replayed"),
+        replayed_run=await _replayed_run(request),
         **data,
     )
 
@@ -232,7 +246,16 @@ async def event_page(request: Request, visitor: Visitor) -> Response:
         visitor=visitor,
         event=found[0],
         replayed=request.query_params.get("replayed"),
+        replayed_run=await _replayed_run(request),
     )
+
+
+async def _replayed_run(request: Request) -> RunState | None:
+    """The run a replay just re-armed (`?run=`), as it stands now, for the notice."""
+    run = request.query_params.get("run", "")
+    if not (run.isascii() and run.isdigit()) or len(run) > 18:
+        return None
+    return await run_in_threadpool(run_state, _state(request).store, int(run))
 
 
 # -- actions ---------------------------------------------------------------------------
@@ -252,12 +275,22 @@ async def replay_run(request: Request, visitor: Visitor) -> Response:
     result = await run_in_threadpool(
         functools.partial(replay, state.store, ReplaySelection(run_id=int(run)), requested_by=who)
     )
-    if result.rearmed and state.wake_worker is not None:
-        state.wake_worker()
+    if result.rearmed and state.wake_worker is not None and state.wake_worker():
+        await _wait_for_outcome(state.store, int(run))
     log.info("run %s replayed by %s: %d re-armed", run, who, result.rearmed)
     back = local_path(request, form.get("back"), "overview")
     separator = "&" if "?" in back else "?"
-    return RedirectResponse(f"{back}{separator}replayed={result.rearmed}", status_code=303)
+    return RedirectResponse(f"{back}{separator}replayed={result.rearmed}&run={run}", status_code=303)
+
+
+async def _wait_for_outcome(store: Store, run_id: int) -> None:
+    """Give this process's worker a moment to run the replayed run (bounded)."""
+    deadline = asyncio.get_running_loop().time() + REPLAY_OUTCOME_WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        state = await run_in_threadpool(run_state, store, run_id)
+        if state is None or state.settled:
+            return
+        await asyncio.sleep(REPLAY_OUTCOME_POLL)
 
 
 async def login(request: Request) -> Response:

@@ -34,8 +34,10 @@ __all__ = [
     "EventSummary",
     "FailureDetail",
     "RunDetail",
+    "RunState",
     "find_events",
     "list_events",
+    "run_state",
 ]
 
 S = RunStatus
@@ -311,6 +313,36 @@ def _detail(conn: Connection, event: Any) -> EventDetail:
         ignored_reason=event.ignored_reason,
         api_version_mismatch=bool(event.api_version_mismatch),
     )
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where one run stands now: after a replay, what became of it."""
+
+    id: int
+    status: str
+    error_type: str | None
+    error: str | None
+    next_attempt_at: datetime | None
+
+    @property
+    def settled(self) -> bool:
+        """Not waiting for an attempt nor in one."""
+        return self.status not in (S.PENDING.value, S.RUNNING.value)
+
+
+def run_state(store: Store, run_id: int) -> RunState | None:
+    """The run's status and last error, or None when there is no such run."""
+    query = select(
+        RUN.c.id,
+        RUN.c.status,
+        RUN.c.last_error_type.label("error_type"),
+        RUN.c.last_error.label("error"),
+        RUN.c.next_attempt_at,
+    ).where(RUN.c.id == run_id)
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+    return RunState(**row._asdict()) if row is not None else None
 
 
 def _iso(value: datetime | None) -> str | None:
