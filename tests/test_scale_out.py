@@ -161,7 +161,11 @@ def test_connections_cut_during_a_burst(tmp_path: Path, payhook_database_url: st
     cuts: list[int] = []
 
     def cut_connections() -> None:
-        killer = create_engine(engine.url, isolation_level="AUTOCOMMIT")
+        # Never prepared on the server: through a transaction pooler the next statement may
+        # run on another server connection.
+        killer = create_engine(
+            engine.url, isolation_level="AUTOCOMMIT", connect_args={"prepare_threshold": None}
+        )
         with killer.connect() as conn:
             while not stop.wait(0.15) and len(cuts) < 20:
                 killed = conn.execute(

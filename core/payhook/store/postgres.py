@@ -77,6 +77,10 @@ def connect_args(config: DatabaseConfig, timeout: float | None) -> dict[str, Any
     """libpq connection parameters for `config`, bounded by `timeout` seconds (None: unbounded)."""
     args: dict[str, Any] = {"connect_timeout": max(1, round(config.connect_timeout))}
     if timeout is None:
+        # Unbounded work (a migration) sends no limits a pooler could refuse, so nothing
+        # tells whether one is in between: prepare nothing on the server, since behind a
+        # transaction pooler the next statement may run on another server connection.
+        args["prepare_threshold"] = None
         return args
     # Quiet for half the timeout, then a probe a second (or a tenth of the timeout): a dead
     # peer is noticed within about the timeout.
