@@ -23,7 +23,7 @@ def on_store(queryset: QuerySet[Any]) -> QuerySet[Any]:
     return queryset.none() if alias is None else queryset.using(alias)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     """payhook's rows are payhook's: shown here, changed only through payhook."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
@@ -84,7 +84,7 @@ def replay_runs(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Handle
     )
 
 
-class FailureInline(admin.TabularInline):  # type: ignore[type-arg]
+class FailureInline(admin.TabularInline):
     model = RunFailure
     fields = ("attempt", "error_type", "message", "failed_at")
     readonly_fields = fields
