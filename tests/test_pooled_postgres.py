@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ import pytest
 from payhook.config import DatabaseConfig
 from payhook.plugins.types import Handler
 from payhook.receive.runtime import Payhook
-from payhook.store.engine import Store
+from payhook.store.engine import Store, StoreUnavailable
 from payhook.store.eventlog import EventLog
 from payhook.store.migrations import upgrade
 from payhook.store.runs import runs_of
@@ -37,7 +39,7 @@ from payhook.testing.postgres import (
 from sqlalchemy import make_url
 
 from .helpers import RecordingPlugin, create_effect_table
-from .test_stuck_store import FreezableProxy, through
+from .test_stuck_store import SHORT_TIMEOUT, SLACK, FreezableProxy, through, timed
 from .test_writer import delivery
 
 LIMITS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
@@ -87,6 +89,33 @@ def test_the_store_connects_through_the_pooler_with_its_limits_in_every_transact
         assert direct_store.pooling.pooled is False  # the limits come with the connection
     finally:
         direct_store.dispose()
+
+
+def test_a_frozen_backend_behind_the_pooler_fails_the_transaction_within_the_timeout(
+    databases: tuple[str, str],
+) -> None:
+    """The server process behind PgBouncer stops (SIGSTOP) mid-transaction: the pooler is
+    alive, the server says nothing, and the transaction still fails by its deadline."""
+    pooled, _ = databases
+    store = Store(DatabaseConfig(url=pooled), timeout=SHORT_TIMEOUT)
+    stopped: list[int] = []
+
+    def freeze_and_wait() -> None:
+        with store.transaction() as conn:
+            pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+            conn.exec_driver_sql("SELECT 1")
+
+    try:
+        outcome, seconds = timed(freeze_and_wait)
+        assert isinstance(outcome, StoreUnavailable), outcome
+        assert outcome.reason == "timeout"
+        assert seconds < SHORT_TIMEOUT + SLACK
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        store.dispose()
 
 
 def test_statements_run_many_times_from_many_connections_never_miss_a_prepared_statement(
