@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -156,11 +156,11 @@ def make_postgres_engine(
                 params["connect_timeout"] = max(2, min(params["connect_timeout"], remaining))
 
     if timeout is not None and pooling is not None:
-        _find_pooler(engine, pooling, timeout)
+        _find_pooler(engine, pooling, timeout, watchdog)
     return engine
 
 
-def _find_pooler(engine: Engine, pooling: Pooling, timeout: float) -> None:
+def _find_pooler(engine: Engine, pooling: Pooling, timeout: float, watchdog: Watchdog | None) -> None:
     limits = limits_statement(timeout)
     expected = _limits(timeout)[0][1]
 
@@ -179,9 +179,12 @@ def _find_pooler(engine: Engine, pooling: Pooling, timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _check_the_limits(dbapi: Any, _record: Any) -> None:
         if pooling.pooled is None:
-            # Dropped silently? One round trip, on the process's first connection only.
-            shown = dbapi.execute("SHOW statement_timeout", prepare=False).fetchone()[0]
-            dbapi.rollback()
+            # Dropped silently? One round trip, on the process's first connection only,
+            # by the deadline of the transaction that opened it (a frozen server).
+            deadline = watchdog.deadline_here() if watchdog is not None else None
+            with nullcontext() if deadline is None else watchdog.watch(dbapi, deadline):  # type: ignore[union-attr]
+                shown = dbapi.execute("SHOW statement_timeout", prepare=False).fetchone()[0]
+                dbapi.rollback()
             pooling.found(_ms_of(shown) != _ms_of(expected))
         if pooling.pooled:
             dbapi.prepare_threshold = None
