@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from payhook import create_app
 from payhook.cli import main
 from payhook.store.migrations import NOT_MIGRATED, SchemaNotMigrated, alembic_config, upgrade
-from payhook.testing import build_config, store_backends
+from payhook.testing import build_config, load_event, store_backends
+from payhook.testing.signing import encode, signed_headers
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -45,8 +46,14 @@ def test_mounted_without_lifespan_healthz_says_schema_not_migrated_until_upgrade
         answer = client.get("/stripe/healthz")
         assert answer.status_code == 503
         assert answer.json()["error"] == "schema_not_migrated" and SENTENCE in answer.json()["detail"]
+        # A delivery is a 503 Stripe retries, not a 500, and then it is stored.
+        body = encode(load_event("payment_intent.succeeded"))
+        refused = client.post("/stripe/test", content=body, headers=signed_headers(body))
+        assert refused.status_code == 503 and refused.json()["error"] == "schema_not_migrated"
         upgrade(webhooks.payhook.store.engine)
         assert client.get("/stripe/healthz").json() == {"status": "ok"}
+        retried = client.post("/stripe/test", content=body, headers=signed_headers(body))
+        assert retried.status_code == 200 and retried.json()["status"] == "accepted"
 
 
 def test_an_outdated_schema_is_refused_naming_the_missing_revision(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from payhook.receive.guards import check as check_guards
 from payhook.receive.observe import observe_delivery
 from payhook.receive.verification import SignatureError, verify_signature
 from payhook.store.engine import StoreUnavailable
+from payhook.store.migrations import SchemaNotMigrated
 
 if TYPE_CHECKING:
     from payhook.receive.runtime import Payhook
@@ -113,7 +114,12 @@ def _route(slug: str, thin: bool) -> str:
 
 async def _receive(request: Request, *, thin: bool) -> Response:
     payhook: Payhook = request.app.state.payhook
-    await payhook.ensure_started()
+    try:
+        await payhook.ensure_started()
+    except SchemaNotMigrated as exc:
+        # A mounted app without a lifespan starts here: Stripe retries a 503 once upgraded.
+        log.error("%s", exc)
+        return error(503, "schema_not_migrated", str(exc))
     slug = request.path_params["tenant"]
     tenant = payhook.config.tenants.get(slug)
     if tenant is None:
