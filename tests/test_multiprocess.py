@@ -209,6 +209,21 @@ def test_several_processes_need_a_database_file(tmp_path: Path, command: str, op
     assert "in-memory SQLite database is private to each process" in result.stderr
 
 
+@pytest.mark.parametrize("payhook_backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(("command", "option"), [("serve", "--workers"), ("worker", "--processes")])
+def test_several_processes_on_an_unmigrated_database_are_refused_once(
+    tmp_path: Path, payhook_database_url: str, command: str, option: str
+) -> None:
+    # PostgreSQL is upgraded on purpose: each child would refuse it, and be restarted.
+    config = write_config(tmp_path, payhook_database_url)
+    result = subprocess.run(
+        payhook(command, "--config", str(config), option, "2"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("the database schema is not migrated") == 1
+    assert "run `payhook db upgrade`" in result.stderr and "Traceback" not in result.stderr
+
+
 # -- receivers ---------------------------------------------------------------------------
 
 

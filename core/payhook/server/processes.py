@@ -130,21 +130,33 @@ def _refuse_private_database(config: Config, option: str) -> None:
 
 
 def _prepare_store(config: Config) -> None:
-    """What each process would otherwise do at its start, done once: migrate.
+    """What each process would otherwise do at its start, done once: migrate, or refuse.
 
     Only an SQLite store is migrated, as a single `serve` does: PostgreSQL is upgraded on
-    purpose, with `payhook db upgrade`. The command has checked the plugins already.
+    purpose, with `payhook db upgrade`, and a PostgreSQL database behind the migrations is
+    refused before any child starts. The command has checked the plugins already.
     """
+    from payhook.plugins.host import PluginHost
     from payhook.store.engine import Store
 
-    if not config.database.is_sqlite:
-        return
-    # upgrade() takes turns with other processes starting on the same new file.
     store = Store(config.database, timeout=None)
     try:
-        migrations.upgrade(store.engine)
+        if config.database.is_sqlite:
+            # upgrade() takes turns with other processes starting on the same new file.
+            migrations.upgrade(store.engine)
+            return
+        # Every child would refuse a database behind the migrations, and the supervisor
+        # restart them until it gave up: say it once, here, instead.
+        missing = migrations.missing_heads(store.engine, PluginHost().names)
     finally:
         store.dispose()
+    if missing:
+        click.echo(
+            f"error: the database schema is not migrated (it lacks {', '.join(missing)}): "
+            "run `payhook db upgrade`",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def _listen(host: str, port: int) -> socket.socket:
