@@ -132,10 +132,7 @@ def main() -> None:
                 process.stop()
             engine.dispose()
     statuses_ok = statuses == {"succeeded": args.events}
-    print(
-        f"through {make_url(args.pooled_url).render_as_string()}, "
-        f"listen_url: {not args.no_listen_url}"
-    )
+    print(f"through {make_url(args.pooled_url).render_as_string()}, listen_url: {not args.no_listen_url}")
     print(f"events sent: {args.events} at {args.rate:g}/s; HTTP answers: {dict(paced.http_statuses)}")
     print(
         f"stored exactly once: {stored.ok}; run statuses: {statuses} "
