@@ -38,19 +38,8 @@ def upgrade() -> list[str]:
 
 def pending_migrations() -> list[str]:
     """Heads of payhook's (and plugins') migration branches the database has not reached."""
-    from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
     store = Store(load(require_secrets=False).database, timeout=None)
     try:
-        locations = migrations.plugin_version_locations()
-        script = ScriptDirectory.from_config(migrations.alembic_config(store.engine, locations))
-        with store.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"version_table": migrations.VERSION_TABLE})
-            current = set(context.get_current_heads())
-        reached = (
-            {rev.revision for rev in script.iterate_revisions(tuple(current), "base")} if current else set()
-        )
-        return sorted(head for head in script.get_heads() if head not in reached)
+        return sorted(migrations.missing_heads(store.engine))
     finally:
         store.dispose()
