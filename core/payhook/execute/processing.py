@@ -330,6 +330,18 @@ class Processor:
         """Give back claimed runs that never started, as they were."""
         self.runs.release(runs)
 
+    def release_or_let_expire(self, runs: list[ClaimedRun], whose: str) -> bool:
+        """`release`, logging instead of raising (for a thread of its own): a run that could
+        not be given back is reclaimed when its lease runs out. True when given back."""
+        try:
+            self.runs.release(runs)
+        except Exception as exc:
+            log.warning(
+                "could not give back %d %s runs (%s); their leases will expire", len(runs), whose, exc
+            )
+            return False
+        return True
+
     def _fail(
         self,
         run: ClaimedRun,

@@ -294,16 +294,14 @@ class Worker:
         return queued
 
     def _release_in_background(self, runs: list[ClaimedRun]) -> None:
-        if not runs:
-            return
-
-        def release() -> None:
-            try:
-                self.processor.release(runs)
-            except Exception as exc:
-                log.warning("could not release %d claimed runs (%s); their leases expire", len(runs), exc)
-
-        threading.Thread(target=release, name="payhook-release", daemon=True).start()
+        if runs:
+            release = threading.Thread(
+                target=self.processor.release_or_let_expire,
+                args=(runs, "claimed"),
+                name="payhook-release",
+                daemon=True,
+            )
+            release.start()
 
     async def stop(self, grace: float = 30.0) -> int:
         """Stop claiming; wait up to `grace` seconds for the runs in progress.

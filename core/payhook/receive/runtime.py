@@ -254,14 +254,7 @@ class Payhook:
             return
 
         def release() -> None:
-            try:
-                self.processor.release(runs)
-            except Exception as exc:
-                log.warning(
-                    "could not hand back %d inline runs (%s); their lease will expire", len(runs), exc
-                )
-                return
-            if self.worker is not None:
+            if self.processor.release_or_let_expire(runs, "inline") and self.worker is not None:
                 self.worker.notify()
 
         asyncio.get_running_loop().run_in_executor(None, release)
