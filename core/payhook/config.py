@@ -352,6 +352,11 @@ class Config:
     stripe: StripeConfig = field(default_factory=StripeConfig)
     source: str = field(default="<config>", metadata=NOT_A_KEY)
 
+    @property
+    def enabled_plugins(self) -> frozenset[str]:
+        """The plugins at least one tenant enables: those whose tables must exist."""
+        return frozenset(name for tenant in self.tenants.values() for name in tenant.plugins)
+
     def mode_for(self, tenant: TenantConfig) -> ProcessingMode:
         return tenant.mode or self.processing.mode
 

@@ -136,7 +136,6 @@ def _prepare_store(config: Config) -> None:
     purpose, with `payhook db upgrade`, and a PostgreSQL database behind the migrations is
     refused before any child starts. The command has checked the plugins already.
     """
-    from payhook.plugins.host import PluginHost
     from payhook.store.engine import Store
 
     store = Store(config.database, timeout=None)
@@ -147,7 +146,7 @@ def _prepare_store(config: Config) -> None:
             return
         # Every child would refuse a database behind the migrations, and the supervisor
         # restart them until it gave up: say it once, here, instead.
-        missing = migrations.missing_heads(store.engine, PluginHost().names)
+        missing = migrations.missing_heads(store.engine, config.enabled_plugins)
     finally:
         store.dispose()
     if missing:
