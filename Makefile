@@ -25,7 +25,7 @@ HAVE_PY312 := $(call python_answers,3.12)
 HAVE_PY313 := $(call python_answers,3.13)
 MISSING_PYTHONS := $(if $(HAVE_PY312),,3.12) $(if $(HAVE_PY313),,3.13)
 comma := ,
-TOX_ENVS := core-py311,latest$(if $(HAVE_PY312),$(comma)core-py312)$(if $(HAVE_PY313),$(comma)core-py313),registration,disputes,notify,django42,django5,bench,lint,docs
+TOX_ENVS := core-py311,latest$(if $(HAVE_PY312),$(comma)core-py312)$(if $(HAVE_PY313),$(comma)core-py313),registration,disputes,notify,django42,django5,bench,packages,lint,docs
 
 .PHONY: run test lint demo clean
 
