@@ -32,6 +32,7 @@ def upgrade(config_path: str) -> None:
     finally:
         store.dispose()
     for revision in applied:
-        click.echo(f"applied {revision.revision}: {revision.doc}")
+        # A docstring's first paragraph may span lines: one revision, one line.
+        click.echo(f"applied {revision.revision}: {' '.join(revision.doc.split())}")
     if not applied:
         click.echo("database is up to date; no migrations were needed")

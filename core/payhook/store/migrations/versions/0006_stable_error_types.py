@@ -1,6 +1,8 @@
-"""Stable error type names: failures recorded under a module path (`payhook.sqlite.WriteConflict`)
-or a bare name (`LeaseExpired`) are renamed `payhook.<Name>`, as payhook records them now,
-so that `payhook failures` groups them with those recorded since.
+"""Stable error type names: payhook.<Name> for failures recorded under older names.
+
+Failures recorded under a module path (`payhook.sqlite.WriteConflict`) or a bare name
+(`LeaseExpired`) are renamed `payhook.<Name>`, as payhook records them now, so that
+`payhook failures` groups them with those recorded since.
 
 Revision ID: 0006_stable_error_types
 Revises: 0005_operator_sessions
