@@ -131,3 +131,22 @@ def test_run_counting_reuses_its_label_children(outcome: str) -> None:
     metrics.run_finished("m-cache", "p", outcome, 0.002)
     assert metrics._run_children[("m-cache", "p", outcome)] is children
     assert value("payhook_handler_runs_total", tenant="m-cache", plugin="p", outcome=outcome) == 2
+
+
+def test_a_metrics_file_another_process_is_still_creating_does_not_fail_the_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from payhook.operator.metrics import ProcessFiles
+    from prometheus_client import CollectorRegistry, Counter, generate_latest, values
+
+    # One process's real file, and another's just created (empty: not yet sized or headed).
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: 4242))
+    written = CollectorRegistry()
+    Counter("payhook_scrape_probe", "probe", registry=written).inc(3)
+    (tmp_path / "counter_9999.db").touch()
+
+    registry = CollectorRegistry()
+    registry.register(ProcessFiles(str(tmp_path)))
+    exposition = generate_latest(registry).decode()
+    assert "payhook_scrape_probe_total 3.0" in exposition

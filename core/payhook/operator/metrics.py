@@ -3,6 +3,8 @@ store at each scrape (`StoreGauges`), right whichever process changed the runs."
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,7 +20,10 @@ from payhook.store.engine import Store
 from payhook.store.models import RunStatus, utcnow
 from payhook.store.runs import DUE, EVENT, RUN
 
-__all__ = ["StoreGauges", "exposition_registry"]
+__all__ = ["ProcessFiles", "StoreGauges", "exposition_registry"]
+
+# A metrics file begins with the 8 bytes that say how much of it is used.
+HEADER_BYTES = 8
 
 
 class StoreGauges(Collector):
@@ -79,11 +84,34 @@ class _DefaultRegistry(Collector):
         return iter(REGISTRY.collect())
 
 
+class ProcessFiles(Collector):
+    """Every process's instruments, from the files in `PROMETHEUS_MULTIPROC_DIR`.
+
+    prometheus_client's own collector fails the whole scrape (a 500) on a file another
+    process has created but not yet sized and headed, which a worker does when its first run
+    ends; and forever on one left empty by a process that died just then. Such a file holds
+    no value yet: it is passed over, and read at the next scrape.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        files = []
+        for name in glob.glob(os.path.join(self.path, "*.db")):
+            with contextlib.suppress(OSError):  # gone since the listing: its process ended
+                if os.path.getsize(name) >= HEADER_BYTES:
+                    files.append(name)
+        merged: Iterator[Metric] = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
+
+
 def exposition_registry(store: Store) -> CollectorRegistry:
     """What `GET /metrics` shows: every payhook process's instruments, and the store gauges."""
     registry = CollectorRegistry()
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        registry.register(ProcessFiles(path))
     else:
         registry.register(_DefaultRegistry())
     registry.register(StoreGauges(store))
