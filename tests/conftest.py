@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,21 @@ from payhook.testing import wait_until
 from .processes import free_port
 
 pytest_plugins = ["payhook.testing"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist registers it when installed; plain `pytest tests` must not warn either.
+    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker as its group")
+
+
+@pytest.fixture(scope="session")
+def mypy_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for the session's type checks.
+
+    mypy spends most of a cold run on the standard library and the dependencies; with a shared
+    cache only the first check pays for them (each check still reads its own sources afresh).
+    """
+    return tmp_path_factory.mktemp("mypy-cache")
 
 
 @pytest.fixture

@@ -14,16 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from .xdist_groups import TYPECHECK
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted(str(path) for path in ROOT.glob("plugins/*/src"))
 
 
 @pytest.mark.skipif(find_spec("mypy") is None, reason="mypy is not installed here (tox -e lint has it)")
 @pytest.mark.timeout(300)
-def test_the_bundled_plugins_are_mypy_strict_clean(tmp_path: Path) -> None:
+@pytest.mark.xdist_group(TYPECHECK)
+def test_the_bundled_plugins_are_mypy_strict_clean(mypy_cache_dir: Path) -> None:
     assert SOURCES, "no bundled plugins found"
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "mypy"), *SOURCES],
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(mypy_cache_dir), *SOURCES],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -110,8 +113,9 @@ def register_handlers(register: Register) -> None:
 
 @pytest.mark.skipif(find_spec("mypy") is None, reason="mypy is not installed here (tox -e lint has it)")
 @pytest.mark.timeout(300)
+@pytest.mark.xdist_group(TYPECHECK)
 def test_a_plugin_typed_as_the_docs_show_is_mypy_strict_clean_and_its_mistakes_are_caught(
-    tmp_path: Path,
+    tmp_path: Path, mypy_cache_dir: Path
 ) -> None:
     sources = {
         "handlers_postponed.py": "from __future__ import annotations\n" + AUTHOR_HANDLERS,
@@ -122,7 +126,7 @@ def test_a_plugin_typed_as_the_docs_show_is_mypy_strict_clean_and_its_mistakes_a
     for name, text in sources.items():
         (tmp_path / name).write_text(text)
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "mypy"), *sources],
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(mypy_cache_dir), *sources],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -228,11 +228,18 @@ def test_every_fixture(
 """
 
 
-def test_pytest_plugins_payhook_testing_registers_the_fixtures_and_the_summary(tmp_path: Path) -> None:
+# Under pytest-xdist (`-n 2`) the workers meet the unreachable server, and the summary, written
+# by the controller, must still say so.
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_pytest_plugins_payhook_testing_registers_the_fixtures_and_the_summary(
+    tmp_path: Path, workers: list[str]
+) -> None:
+    if workers and importlib.util.find_spec("xdist") is None:
+        pytest.skip("pytest-xdist is not installed here (the core envs have it)")
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["payhook.testing"]\n')
     (tmp_path / "test_plugin.py").write_text(textwrap.dedent(PLUGIN_AUTHORS_TEST))
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/test"
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *workers]
     result = run(command, tmp_path, PAYHOOK_TEST_POSTGRES_URL=unreachable)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 1 skipped" in result.stdout

@@ -7,6 +7,7 @@ its own `pytest_plugins`); everything else in payhook.testing works without pyte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,27 @@ def stripe_api() -> Iterator[StripeAPIRouter]:
         yield router
 
 
+# The skip reason of `payhook_database_url`, as `cached_postgres_problem` words the problem.
+UNREACHABLE_SKIP = re.compile(r"PostgreSQL unreachable \((?P<problem>.*) at (?P<url>\S+)\)")
+
+
+def unreachable_in_skips(reports: list[Any]) -> dict[str, str]:
+    """The URLs that skipped tests found unreachable, from their reports' skip reasons.
+
+    Under pytest-xdist the workers ask PostgreSQL, not the process that writes the summary."""
+    found: dict[str, str] = {}
+    for report in reports:
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        if (match := UNREACHABLE_SKIP.search(str(reason))) is not None:
+            found.setdefault(match["url"], match["problem"])
+    return found
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for url, problem in unreachable_postgres().items():
+    skipped = terminalreporter.stats.get("skipped", [])
+    unreachable = {**unreachable_in_skips(skipped), **unreachable_postgres()}
+    for url, problem in unreachable.items():
         terminalreporter.write_line(
             f"payhook: PostgreSQL store tests were SKIPPED: unreachable at {url} ({problem}). "
             f"Set {POSTGRES_URL_ENV} to test against PostgreSQL.",
