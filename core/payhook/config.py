@@ -37,6 +37,7 @@ from payhook.validation import NOT_A_KEY, problem, problems_of, toml_validator, 
 
 __all__ = [
     "DISABLED_ENV",
+    "MAX_RUNNERS",
     "Config",
     "ConfigError",
     "DatabaseConfig",
@@ -67,6 +68,9 @@ MIN_TOKEN_LENGTH = 16
 
 # Numbers must be greater than 0, unless a field says otherwise.
 Positive = Annotated[int, Field(gt=0)]
+# The most handler runners a worker may keep (`[processing] max_concurrency`): threads
+# beyond this cost memory and connections for no run that could not wait in the queue.
+MAX_RUNNERS = 256
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
@@ -246,6 +250,8 @@ class ProcessingConfig(RetryPolicy):
     plugins: Mapping[str, RetryPolicy] = field(default_factory=dict)
     lease_seconds: PositiveFloat = 60.0
     concurrency: Positive = 4
+    # The runners a worker may grow to while its runs wait on the network (worker.py).
+    max_concurrency: Annotated[int, Field(gt=0, le=MAX_RUNNERS)] = 32
     batch_size: Positive = 16
     poll_interval: PositiveFloat = 0.5
     worker: bool = True

@@ -1,5 +1,6 @@
-"""The worker: a claiming thread, `concurrency` runner threads and a thread that writes
-success marks, steered from asyncio.
+"""The worker: a claiming thread, runner threads (from `concurrency` up to
+`max_concurrency`, see `RunnerGrowth`) and a thread that writes success marks, steered from
+asyncio.
 
 Runs never pass through the event loop: the claimer fills a queue that the runners drain,
 and a finished run wakes the claimer directly. The loop only starts, stops and nudges it
@@ -16,22 +17,116 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from payhook.execute.processing import Processor, UnmarkedSuccess
 from payhook.store.engine import StoreUnavailable
 from payhook.store.runs import ClaimedRun
 
-__all__ = ["SuccessMarks", "Worker"]
+__all__ = ["RunnerGrowth", "SuccessMarks", "Window", "Worker"]
 
 log = logging.getLogger("payhook.worker")
 
 MAX_OUTAGE_BACKOFF = 30.0
 # On SQLite a stuck handler may hold the write lock the hand-back needs; do not wait forever.
 HAND_BACK_TIMEOUT = 5.0
+
+# Runner growth (see RunnerGrowth). Seconds of work between two decisions:
+GROWTH_WINDOW = 1.0
+# Fewer finished runs than this say little about throughput: a busy window is prolonged (up
+# to GROWTH_WINDOW_LIMIT windows) until this many have finished.
+MIN_SAMPLE = 8
+GROWTH_WINDOW_LIMIT = 4
+# Share of the window the runners spent in runs: above SATURATED, runs were waiting for a
+# runner; below IDLE, runners waited for runs.
+SATURATED = 0.85
+IDLE = 0.5
+# Cores of CPU this process used: at this much, more threads only contend for the GIL.
+CPU_BOUND = 0.75
+# A probe must bring at least this share of the gain that more runners would bring if runs
+# only waited (on the network): waits on the store's lock or the GIL bring much less.
+GAIN_SHARE = 0.5
+# Windows to wait after a probe that did not pay before probing again.
+REST_WINDOWS = 10
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the runners did between two decisions."""
+
+    runners: int
+    seconds: float
+    finished: int
+    # Runner-seconds spent in runs (runs still going count up to the window's end).
+    busy: float
+    # CPU seconds of the whole process.
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.finished / self.seconds
+
+    @property
+    def utilization(self) -> float:
+        return self.busy / (self.runners * self.seconds)
+
+
+class RunnerGrowth:
+    """How many runners to keep, from `floor` up to `ceiling`: a hill climb on throughput.
+
+    More runners help only runs that wait on something that can wait in parallel: a Stripe
+    call waits on the network, and ten calls take as long as one. A run waiting for SQLite's
+    one writer, or for the GIL, waits for something the others hold, and adding runners adds
+    waiters, not throughput. Rather than guess from where a run's time goes, each growth is
+    a probe: when the runners were busy all window (runs were waiting for them) and the
+    process was not using a core already (then it is CPU-bound), runners are added, and kept
+    only if throughput rose by at least GAIN_SHARE of what the added runners would bring to
+    purely waiting runs. A probe that does not pay is undone, the next one is smaller and
+    comes only after REST_WINDOWS. When runners sit idle, they shrink back to what the load
+    needs, and down to `floor` when there is none.
+    """
+
+    def __init__(self, floor: int, ceiling: int) -> None:
+        self.floor = floor
+        self.ceiling = max(floor, ceiling)
+        self.target = floor
+        # Runners the next probe adds: first as many as there are (doubling).
+        self._step = floor
+        # The runners before the probe under way, and the throughput they had.
+        self._probe: tuple[int, float] | None = None
+        self._rest = 0
+
+    def decide(self, window: Window) -> int:
+        """The runners to keep after `window` (measured with `window.runners`)."""
+        probe, self._probe = self._probe, None
+        if window.utilization < IDLE:
+            busy_runners = window.busy / window.seconds
+            self.target = max(self.floor, min(self.target, math.ceil(busy_runners / SATURATED)))
+            self._step, self._rest = max(1, self.target), 0
+            return self.target
+        if probe is not None:
+            before, before_rate = probe
+            ideal = window.runners / before
+            if not window.rate > before_rate * (1 + GAIN_SHARE * (ideal - 1)):
+                self.target = before
+                self._step = max(1, (window.runners - before) // 2)
+                self._rest = REST_WINDOWS
+                return self.target
+            self._step = max(self._step, self.target // 2)
+        if self._rest > 0:
+            self._rest -= 1
+            return self.target
+        cpu_bound = window.cpu / window.seconds >= CPU_BOUND
+        if window.utilization < SATURATED or cpu_bound or window.finished == 0 or self.target >= self.ceiling:
+            return self.target
+        self._probe = (self.target, window.rate)
+        self.target = min(self.ceiling, self.target + self._step)
+        return self.target
 
 
 class SuccessMarks:
@@ -109,13 +204,15 @@ class SuccessMarks:
 
 
 class Worker:
-    """Keeps up to `concurrency` handler runs going; wakes early when told new runs are due.
+    """Keeps handler runs going on its runners; wakes early when told new runs are due.
 
-    It holds up to twice `concurrency` claimed runs: the second half waits in the queue, so
-    a runner that finishes starts the next run at once, and claims are made a batch at a
-    time. When runs finish faster than a claim comes back, it holds more (see `_hold_for`),
-    so the runners do not sit idle while the next claim is on its way. `run()` may be
-    called again after `stop()`; cancelling it ends it at once.
+    It starts `concurrency` runners, and adds runners up to `max_concurrency` while that
+    raises throughput (runs that wait on the network), then drops them when idle (see
+    `RunnerGrowth`). It holds up to twice as many claimed runs as runners: the second half
+    waits in the queue, so a runner that finishes starts the next run at once, and claims
+    are made a batch at a time. When runs finish faster than a claim comes back, it holds
+    more (see `_hold_for`), so the runners do not sit idle while the next claim is on its
+    way. `run()` may be called again after `stop()`; cancelling it ends it at once.
     """
 
     def __init__(
@@ -127,9 +224,15 @@ class Worker:
         poll_interval: float,
         listen: Callable[[threading.Event, threading.Event], None] | None = None,
         pause: Callable[[], float] | None = None,
+        max_concurrency: int | None = None,
+        growth_window: float = GROWTH_WINDOW,
     ) -> None:
         self.processor = processor
         self.concurrency = concurrency
+        # None: `[processing] max_concurrency`; never fewer than `concurrency`.
+        ceiling = processor.config.processing.max_concurrency if max_concurrency is None else max_concurrency
+        self.max_concurrency = max(concurrency, ceiling)
+        self.growth_window = growth_window
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         # listen(wake, stop): blocks, setting `wake` whenever new runs may be due (PostgreSQL
@@ -149,9 +252,27 @@ class Worker:
         # How many claimed runs to hold (queued + running), and how many runners took so far.
         self._hold = 2 * concurrency
         self._taken = 0
+        self._growth = RunnerGrowth(concurrency, self.max_concurrency)
+        # Runner threads alive, and how many there should be (a surplus ends after its run).
+        self._runners = 0
+        self._target = concurrency
+        self._runner_names = 0
+        # The current growth window: when it began, the process's CPU time then, runs
+        # finished and runner-seconds spent in them since, and when each run going began.
+        self._window_began = 0.0
+        self._window_cpu = 0.0
+        self._finished = 0
+        self._busy_seconds = 0.0
+        self._run_began: dict[int, float] = {}
 
     def _marks_limit(self) -> int:
-        return 2 * max(self.concurrency, self.batch_size)
+        return 2 * max(self.max_concurrency, self.batch_size)
+
+    @property
+    def runners(self) -> int:
+        """Runner threads alive now."""
+        with self._condition:
+            return self._runners
 
     def notify(self) -> None:
         """New runs may be due (safe from any thread)."""
@@ -163,13 +284,12 @@ class Worker:
         self._stopped = asyncio.Event()
         self._marks = SuccessMarks(self.processor, self._marks_limit())
         self._marks.start()
-        self._threads = [
-            threading.Thread(target=self._claimer, name="payhook-claim", daemon=True),
-            *(
-                threading.Thread(target=self._runner, name=f"payhook-run-{index}", daemon=True)
-                for index in range(self.concurrency)
-            ),
-        ]
+        with self._condition:
+            self._growth = RunnerGrowth(self.concurrency, self.max_concurrency)
+            self._target = self.concurrency
+            self._hold = 2 * self.concurrency
+            self._new_window(time.monotonic())
+        self._threads = [threading.Thread(target=self._claimer, name="payhook-claim", daemon=True)]
         if self._listen is not None:
             listener = threading.Thread(
                 target=self._listen, args=(self._wake, self._stop), name="payhook-listen", daemon=True
@@ -177,6 +297,8 @@ class Worker:
             self._threads.append(listener)
         for thread in self._threads:
             thread.start()
+        with self._condition:
+            self._add_runners(self.concurrency)
         try:
             await self._stopped.wait()
         except asyncio.CancelledError:
@@ -195,6 +317,7 @@ class Worker:
         while not self._stop.is_set():
             # Cleared before claiming, so a notify that arrives during the claim is kept.
             self._wake.clear()
+            self._adjust_runners()
             with self._condition:
                 held = len(self._queue) + len(self._running)
                 taken_before = self._taken
@@ -208,7 +331,7 @@ class Worker:
                         taken = self._taken - taken_before
                         # Runners that took what there was and now idle: the hold ran out
                         # before the claim came back.
-                        ran_dry = taken > 0 and not self._queue and len(self._running) < self.concurrency
+                        ran_dry = taken > 0 and not self._queue and len(self._running) < self._runners
                         self._hold = self._hold_for(taken, ran_dry)
                 except StoreUnavailable as exc:
                     outage = min(MAX_OUTAGE_BACKOFF, max(self.poll_interval, outage * 2))
@@ -234,11 +357,11 @@ class Worker:
 
         A new claim starts once half of what is held is gone; for the runners not to run dry
         before it comes back, that half must last a claim's round trip. Slow handlers take
-        few runs meanwhile and keep the hold at twice `concurrency`, so runs are not kept
+        few runs meanwhile and keep the hold at twice the runners, so runs are not kept
         from other workers; fast ones raise it (doubling it while the runners still run dry,
         since what they took is then only what there was), up to two claims' worth.
         """
-        floor = 2 * self.concurrency
+        floor = 2 * self._target
         wanted = 2 * self._hold if ran_dry else 2 * taken_during_claim
         return max(floor, min(wanted, max(floor, 2 * self.batch_size)))
 
@@ -246,12 +369,14 @@ class Worker:
         me = threading.get_ident()
         while True:
             with self._condition:
-                while not self._queue and not self._stop.is_set():
+                while not self._queue and not self._stop.is_set() and self._runners <= self._target:
                     self._condition.wait()
-                if self._stop.is_set():
+                if self._stop.is_set() or self._runners > self._target:
+                    self._runners -= 1
                     return
                 run = self._queue.popleft()
                 self._running[me] = run
+                self._run_began[me] = time.monotonic()
                 self._taken += 1
             try:
                 if self._pause is not None:
@@ -263,6 +388,10 @@ class Worker:
             finally:
                 with self._condition:
                     self._running.pop(me, None)
+                    began = self._run_began.pop(me, None)
+                    if began is not None:
+                        self._finished += 1
+                        self._busy_seconds += time.monotonic() - max(began, self._window_began)
                     low = len(self._queue) + len(self._running) <= self._hold // 2
                     if self._stop.is_set():
                         # stop() waits for the runners; while running, waking every idle
@@ -270,6 +399,54 @@ class Worker:
                         self._condition.notify_all()
                 if low:
                     self._wake.set()
+
+    def _add_runners(self, count: int) -> None:
+        """Start `count` runner threads (with the condition held)."""
+        for _ in range(count):
+            self._runner_names += 1
+            thread = threading.Thread(
+                target=self._runner, name=f"payhook-run-{self._runner_names}", daemon=True
+            )
+            self._runners += 1
+            thread.start()
+
+    def _new_window(self, now: float) -> None:
+        self._window_began = now
+        self._window_cpu = time.process_time()
+        self._finished = 0
+        self._busy_seconds = 0.0
+
+    def _adjust_runners(self) -> None:
+        """Once a growth window has passed, let `RunnerGrowth` say how many runners to keep."""
+        if self.max_concurrency == self.concurrency:
+            return
+        now = time.monotonic()
+        with self._condition:
+            seconds = now - self._window_began
+            if seconds < self.growth_window or self._stop.is_set():
+                return
+            busy = self._busy_seconds + sum(
+                now - max(began, self._window_began) for began in self._run_began.values()
+            )
+            window = Window(
+                self._runners, seconds, self._finished, busy, time.process_time() - self._window_cpu
+            )
+            if (
+                window.finished < MIN_SAMPLE
+                and window.utilization >= IDLE
+                and seconds < GROWTH_WINDOW_LIMIT * self.growth_window
+            ):
+                return  # busy, but too few runs finished to tell a rate: gather more
+            target = self._growth.decide(window)
+            self._new_window(now)
+            if target != self._target:
+                log.debug("handler runners: %d -> %d (%.1f runs/s)", self._target, target, window.rate)
+            self._target = target
+            if target > self._runners:
+                self._hold = max(self._hold, 2 * target)
+                self._add_runners(target - self._runners)
+            elif target < self._runners:
+                self._condition.notify_all()  # idle surplus runners end now, busy ones after their run
 
     def _yield_to_receiver(self) -> None:
         assert self._pause is not None
