@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import linecache
 import logging
 import os
 import random
 import socket
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from payhook.store.models import utcnow
 from payhook.store.runs import ClaimedRun, Failure, Lease, Runs
 from payhook.store.sqlite import WriteConflict, is_lock_error
 from payhook.stripe_api.clients import StripeClients
+from payhook.stripe_api.fetch import AttemptAnswers
 
 __all__ = ["Processor", "UnmarkedSuccess", "backoff_delay"]
 
@@ -65,18 +66,109 @@ CALLING_CODE = tuple(
 )
 
 
+# How much of an error a recorded traceback keeps: a failure storm records one per attempt,
+# so its cost and size are bounded whatever the handler raised.
+CHAINED_EXCEPTIONS = 5  # `raise ... from`, or raised while handling another
+FRAMES_FIRST, FRAMES_LAST = 10, 30  # of an exception's frames, when it has more than both
+REPEATS_SHOWN = 3  # a frame repeated over and over (recursion): the first few, then a count
+CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
 def handler_traceback(error: BaseException) -> str:
-    """`error`'s traceback from the handler's own frames on, with its exception line.
+    """`error`'s traceback from the handler's own frames on, with its exception line, as
+    Python prints it but without the column markers, and bounded (see the constants above).
 
     payhook's and pluggy's frames above the handler call say nothing about the failure. An
-    error raised before any handler frame (payhook's own) keeps every frame.
+    error raised before any handler frame (payhook's own) keeps every frame. It reads the
+    traceback's frames and the cached source lines directly: `traceback.TracebackException`
+    costs more than the rest of a failed run (it finds each frame's columns, and checks every
+    source file on disk).
     """
-    summary = traceback.TracebackException.from_exception(error)
-    frames = list(summary.stack)
-    first = next((i for i, frame in enumerate(frames) if not frame.filename.startswith(CALLING_CODE)), None)
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    joiner = ""
+    while current is not None and id(current) not in seen and len(chain) < CHAINED_EXCEPTIONS:
+        seen.add(id(current))
+        chain.append((current, joiner))
+        if current.__cause__ is not None:
+            current, joiner = current.__cause__, CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, joiner = current.__context__, CONTEXT
+        else:
+            current = None
+    parts: list[str] = []
+    for exc, joined_by in reversed(chain):
+        _format_exception(exc, parts)
+        parts.append(joined_by)
+    return "".join(parts)
+
+
+def _format_exception(error: BaseException, parts: list[str]) -> None:
+    frames: list[tuple[str, int, str, Any]] = []
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, tb.tb_lineno, code.co_name, tb.tb_frame.f_globals))
+        tb = tb.tb_next
+    first = next((i for i, frame in enumerate(frames) if not frame[0].startswith(CALLING_CODE)), None)
     if first:
-        summary.stack = traceback.StackSummary.from_list(frames[first:])
-    return "".join(summary.format())
+        frames = frames[first:]
+    if frames:
+        parts.append("Traceback (most recent call last):\n")
+        _format_frames(frames, parts)
+    parts.append(_exception_line(error))
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        parts.extend(f"{note}\n" for note in notes[:CHAINED_EXCEPTIONS] if isinstance(note, str))
+
+
+def _format_frames(frames: list[tuple[str, int, str, Any]], parts: list[str]) -> None:
+    # Repeats collapsed first (as Python prints them), then the middle of what is left.
+    entries: list[tuple[str, int, str, Any] | str] = []
+    repeats = 0
+
+    def end_repeats() -> None:
+        if repeats >= REPEATS_SHOWN:
+            more = repeats - REPEATS_SHOWN + 1
+            entries.append(f"  [Previous line repeated {more} more time{'s' if more > 1 else ''}]\n")
+
+    for index, frame in enumerate(frames):
+        if index and frame[:3] == frames[index - 1][:3]:
+            repeats += 1
+            if repeats >= REPEATS_SHOWN:
+                continue
+        else:
+            end_repeats()
+            repeats = 0
+        entries.append(frame)
+    end_repeats()
+    left_out = len(entries) - FRAMES_FIRST - FRAMES_LAST
+    if left_out > 0:
+        entries = [*entries[:FRAMES_FIRST], f"  [... {left_out} more lines ...]\n", *entries[-FRAMES_LAST:]]
+    for entry in entries:
+        if isinstance(entry, str):
+            parts.append(entry)
+            continue
+        filename, lineno, name, module_globals = entry
+        parts.append(f'  File "{filename}", line {lineno}, in {name}\n')
+        line = linecache.getline(filename, lineno, module_globals).strip()
+        if line:
+            parts.append(f"    {line}\n")
+
+
+def _exception_line(error: BaseException) -> str:
+    """The last line Python prints for `error`: `module.Type: message`."""
+    cls = type(error)
+    name = cls.__qualname__
+    if cls.__module__ not in ("__main__", "builtins"):
+        name = f"{cls.__module__}.{name}"
+    try:
+        message = str(error)
+    except Exception:
+        message = "<exception str() failed>"
+    return f"{name}: {message}\n" if message else f"{name}\n"
 
 
 def backoff_delay(policy: RetryPolicy, failures: int) -> float:
@@ -228,13 +320,26 @@ class Processor:
             started = time.perf_counter()
         # SQLite only: a handler that read, then lost the race to write, runs again on fresh
         # data, this time holding the write lock from its first statement, so it cannot
-        # lose again (a lock wait is bounded like any other).
+        # lose again (a lock wait is bounded like any other). The re-run gets the answers
+        # Stripe gave the first run (`ctx.stripe`, `ctx.fetch_latest()`): re-running is the
+        # core's doing, and must not call Stripe twice.
+        answers = AttemptAnswers() if self.store.is_sqlite else None
         outcome = self._attempt(
-            run, handler, tenant, policy, mark_later, started, retry_conflict=self.store.is_sqlite
+            run, handler, tenant, policy, mark_later, started, answers, retry_conflict=answers is not None
         )
         if outcome is AGAIN:
+            assert answers is not None
+            answers.replay()
             outcome = self._attempt(
-                run, handler, tenant, policy, mark_later, started, retry_conflict=False, lock_early=True
+                run,
+                handler,
+                tenant,
+                policy,
+                mark_later,
+                started,
+                answers,
+                retry_conflict=False,
+                lock_early=True,
             )
         assert outcome is not AGAIN
         return outcome
@@ -247,6 +352,7 @@ class Processor:
         policy: RetryPolicy,
         mark_later: MarkLater | None,
         begun: float,
+        answers: AttemptAnswers | None,
         *,
         retry_conflict: bool,
         lock_early: bool = False,
@@ -271,6 +377,7 @@ class Processor:
             runs=self.runs,
             lease_token=run.lease_token,
             stripe_clients=self.stripe_clients,
+            answers=answers,
         )
         started = time.perf_counter()
         try:

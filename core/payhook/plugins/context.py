@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlmodel import Session
 
 from payhook.config import TenantConfig
 from payhook.store.runs import newer_event_applied
+from payhook.stripe_api.fetch import AttemptAnswers, Replaying
 
 if TYPE_CHECKING:
     import stripe
@@ -61,6 +62,7 @@ class HandlerContext:
 
     __slots__ = (
         "_after_commit",
+        "_answers",
         "_lease_token",
         "_runs",
         "_settings_of",
@@ -97,6 +99,7 @@ class HandlerContext:
         lease_token: str,
         stripe_clients: StripeClients | None = None,
         event: Any = None,
+        answers: AttemptAnswers | None = None,
     ) -> None:
         self.tenant = tenant
         self.plugin = plugin
@@ -116,6 +119,8 @@ class HandlerContext:
         self._runs = runs
         self._lease_token = lease_token
         self._stripe_clients = stripe_clients
+        # This attempt's answers from Stripe, when it may be run again (SQLite, see `stripe`).
+        self._answers = answers
         # The event this run handles (the handler's first argument), once it is parsed.
         self.event = event
         self._after_commit: list[Callable[[], Any]] = []
@@ -136,8 +141,15 @@ class HandlerContext:
         """This tenant's Stripe client: its `stripe_api_key`, its `stripe_account`.
 
         Raises NoStripeKey, naming the key to set, when the tenant has no API key.
+
+        On SQLite a handler that read, then lost the race to write, runs again in the same
+        attempt: its calls through this client then get the answers the first run got
+        instead of going to Stripe again.
         """
-        return self._clients().for_tenant(self.tenant)
+        client = self._clients().for_tenant(self.tenant)
+        if self._answers is None:
+            return client
+        return cast("stripe.StripeClient", Replaying(client, self._answers))
 
     def fetch_latest(self) -> StripeObject:
         """The event's `data.object` as Stripe has it now, retrieved with the tenant's client.
@@ -154,8 +166,11 @@ class HandlerContext:
         url = getattr(obj, "instance_url", None)
         if url is None:
             raise ValueError("this event has no data.object that can be retrieved from the API")
-        clients = self._clients()
-        return clients.retrieve(self.tenant, url())
+        clients, path = self._clients(), url()
+        if self._answers is None:
+            return clients.retrieve(self.tenant, path)
+        # A re-run of this attempt (see `stripe`) gets the first run's answer.
+        return self._answers.call(("fetch_latest", path), lambda: clients.retrieve(self.tenant, path))
 
     def _clients(self) -> StripeClients:
         if self._stripe_clients is None:

@@ -75,6 +75,9 @@ from payhook.stripe_api.events import Event as StripeEvent
 
 __all__ = [
     "CREATIONS",
+    "FAILURE_ROWS_PER_RUN",
+    "MESSAGE_LIMIT",
+    "TRACEBACK_LIMIT",
     "TRANSITIONS",
     "ClaimedRun",
     "EventPayload",
@@ -222,11 +225,22 @@ class ClaimedRun:
         return self.attempts - self.attempt_base
 
 
+# What one failed attempt may write: an error's message and traceback are cut to these many
+# characters (the middle goes), and a run keeps the `payhook_run_failure` rows of its first
+# failure and its latest ones, this many in all. A failure storm (a broken plugin, runs
+# replayed again and again) thus writes a bounded amount per attempt and keeps a bounded
+# amount per run, and operators still read how it began and how it goes on.
+MESSAGE_LIMIT = 4_000
+TRACEBACK_LIMIT = 20_000
+FAILURE_ROWS_PER_RUN = 10
+
+
 @dataclass(frozen=True)
 class Failure:
     """One failed attempt, as stored in `payhook_run_failure` and on the run.
 
-    Its texts are made storable on both stores when it is made (see `storable`).
+    Its texts are made storable on both stores when it is made (see `storable`), and cut to
+    `MESSAGE_LIMIT` and `TRACEBACK_LIMIT` characters (see `bounded`).
     """
 
     error_type: str
@@ -234,10 +248,26 @@ class Failure:
     traceback: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("message", "traceback"):
-            object.__setattr__(self, name, storable(getattr(self, name)))
+        object.__setattr__(self, "message", bounded(storable(self.message), MESSAGE_LIMIT, head=0.5))
+        # A traceback's end says what was raised, and where: most of what is kept.
+        object.__setattr__(self, "traceback", bounded(storable(self.traceback), TRACEBACK_LIMIT, head=0.25))
         # The column holds 255 characters (PostgreSQL refuses more).
         object.__setattr__(self, "error_type", storable(self.error_type)[:255])
+
+
+def bounded(text: str, limit: int, *, head: float) -> str:
+    """`text` if it has at most `limit` characters; else its first and last characters
+    (`head` of them from the start), with how many were left out between: at most `limit`."""
+    if len(text) <= limit:
+        return text
+    # The count left out is less than len(text): its marker is no longer than this one.
+    kept = limit - len(_left_out(len(text)))
+    start = int(kept * head)
+    return text[:start] + _left_out(len(text) - kept) + text[len(text) - (kept - start) :]
+
+
+def _left_out(count: int) -> str:
+    return f"\n[... {count:,} more characters ...]\n"
 
 
 def storable(text: str) -> str:
@@ -413,6 +443,15 @@ class Runs:
             )
         )
         self._record_failure = compile_(FAILURE.insert(), insert_keys(FAILURE))
+        # A run's failure rows past FAILURE_ROWS_PER_RUN: all but its first and its latest.
+        first_failure = select(func.min(FAILURE.c.id)).where(FAILURE.c.run_id == bindparam("b_run_id"))
+        self._prune_failures = compile_(
+            delete(FAILURE).where(
+                FAILURE.c.run_id == bindparam("b_run_id"),
+                FAILURE.c.attempt <= bindparam("b_oldest_dropped"),
+                FAILURE.c.id > first_failure.scalar_subquery(),
+            )
+        )
         # Back as it was before the claim: `failed` if an attempt of its current budget failed
         # already (a re-armed or replayed run starts a new budget), else `pending`.
         self._release = compile_(
@@ -891,6 +930,11 @@ class Runs:
                 }
             ),
         )
+        if attempt > FAILURE_ROWS_PER_RUN:
+            # Attempt numbers are a run's own, one per row: the latest FAILURE_ROWS_PER_RUN - 1
+            # stay, with the first.
+            params = {"b_run_id": run_id, "b_oldest_dropped": attempt - FAILURE_ROWS_PER_RUN + 1}
+            cursor.execute(self._prune_failures.sql, self._prune_failures.params(params))
         return True
 
 
