@@ -12,6 +12,10 @@ stay as fast as before:
 * `HttpToolsWithHeadLimits`: httptools fed in pieces that end where a head or a request can
   end, each head counted, and what follows a whole request held back until its answer is out.
 
+Both also send each answer's head together with its body (`OneWriteAnswer`): uvicorn writes
+them apart, and each write to a socket is a system call and, on loopback, a TCP segment the
+client wakes up for.
+
 They rely on uvicorn's protocol classes (`data_received`, `on_headers_complete`,
 `on_response_complete`, `flow`, `conn`), which is why pyproject.toml bounds uvicorn's version.
 """
@@ -25,16 +29,21 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["H11WithHeadDeadline", "HeadDeadline", "HttpToolsWithHeadLimits"]
+__all__ = ["H11WithHeadDeadline", "HeadDeadline", "HttpToolsWithHeadLimits", "OneWriteAnswer"]
 
 
 class HeadDeadline:
     """Closes a connection whose request head is not complete `head_timeout` seconds after
     the connection opened or the previous answer went out. Mixed into a uvicorn protocol,
-    which provides `loop` and `transport`; the subclass says when a head is owed."""
+    which provides `loop` and `transport`; the subclass says when a head is owed.
+
+    One timer per connection, re-armed only when it fires early: starting and stopping the
+    deadline once per request is then an assignment, not a timer scheduled and cancelled.
+    """
 
     head_timeout: float = 10.0
     _head_timer: asyncio.TimerHandle | None = None
+    _head_due: float | None = None  # loop.time() by which the owed head must be complete
     loop: Any
     transport: Any
 
@@ -42,18 +51,97 @@ class HeadDeadline:
         raise NotImplementedError
 
     def _start_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_late)
+        if self._head_due is None:
+            self._head_due = self.loop.time() + self.head_timeout
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_at(self._head_due, self._head_check)
 
-    def _head_late(self) -> None:
+    def _head_check(self) -> None:
         self._head_timer = None
-        if self._head_owed() and not self.transport.is_closing():
+        due = self._head_due
+        if due is None:
+            return  # no head owed now; the next start arms a timer again
+        if self.loop.time() < due:
+            self._head_timer = self.loop.call_at(due, self._head_check)  # the deadline moved on
+        elif self._head_owed() and not self.transport.is_closing():
             self.transport.close()
 
     def _stop_head_timer(self) -> None:
+        self._head_due = None
+
+    def _cancel_head_timer(self) -> None:
+        """For a connection that is gone: its timer must not hold it until it fires."""
+        self._head_due = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+
+class OneWriteAnswer:
+    """A request cycle's transport that holds the head of its answer until what follows it
+    (the body, a close, or the end of the answer), and writes both at once.
+
+    Only the head is held, and only between the two ASGI messages that carry an answer, so a
+    streamed body still goes out chunk by chunk.
+    """
+
+    __slots__ = ("_cycle", "_head", "_on_response", "_transport", "_wrote_head")
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._transport = cycle.transport
+        self._head: bytes | None = None
+        self._wrote_head = False
+        self._on_response = cycle.on_response
+        cycle.transport = self
+        cycle.on_response = self._answered
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+        elif not self._wrote_head and self._cycle.response_started:
+            # The first write once the answer has started is its head (a "100 Continue"
+            # comes before the answer starts, and is written at once).
+            self._wrote_head = True
+            self._head = data
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write a held head now."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def _answered(self) -> None:
+        # An answer with no body write (to HEAD) ends here with its head still held.
+        self.flush()
+        self._on_response()
+
+
+def _answer_in_one_write(cycle: Any) -> None:
+    """Give a request cycle uvicorn has just made a OneWriteAnswer, once."""
+    if cycle is not None and not isinstance(cycle.transport, OneWriteAnswer):
+        OneWriteAnswer(cycle)
+
+
+def _flush_answer(cycle: Any) -> None:
+    """Write the head an unfinished answer holds, before the protocol writes on its own."""
+    if cycle is not None and isinstance(cycle.transport, OneWriteAnswer):
+        cycle.transport.flush()
 
 
 class BoundedRequests(h11.Connection):
@@ -98,15 +186,21 @@ class H11WithHeadDeadline(HeadDeadline, H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        _answer_in_one_write(self.cycle)  # a request read now has its cycle, not yet running
         self._watch_head()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        _answer_in_one_write(self.cycle)  # the pipelined request started here, if any
         self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._cancel_head_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        _flush_answer(self.cycle)  # an answer already under way goes out whole, first
+        super().send_400_response(msg)
 
     def _head_owed(self) -> bool:
         return bool(self.conn.their_state is h11.IDLE)
@@ -146,7 +240,7 @@ class HttpToolsWithHeadLimits(HeadDeadline, HttpToolsProtocol):
         self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._cancel_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -195,6 +289,11 @@ class HttpToolsWithHeadLimits(HeadDeadline, HttpToolsProtocol):
         self._body_left = self._content_length()
         self._stop_head_timer()
         super().on_headers_complete()
+        _answer_in_one_write(self.cycle)
+
+    def send_400_response(self, msg: str) -> None:
+        _flush_answer(self.cycle)  # an answer already under way goes out whole, first
+        super().send_400_response(msg)
 
     def _content_length(self) -> int | None:
         # The parser has checked it: one value, digits (it refuses it with Transfer-Encoding).

@@ -1,0 +1,205 @@
+"""What one delivery costs the receiver, as behaviour: each answer leaves in one write.
+
+A real uvicorn server with payhook's app and protocols, over a real socket; its transports
+count the writes they are given, which is what the system calls follow (one `send()` each).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from payhook.config import load_config
+from payhook.receive.app import create_app
+from payhook.server.serving import HTTP_PARSERS, uvicorn_options
+from payhook.testing import TEST_SECRET, signed_headers, wait_until
+from payhook.testing.samples import load_event
+
+from .processes import free_port
+
+TENANT = "shop"
+
+
+@dataclass
+class Writes:
+    """Every non-empty write any connection's transport was given, in order."""
+
+    made: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, data: bytes) -> None:
+        if data:  # an empty write sends nothing
+            with self.lock:
+                self.made.append(bytes(data))
+
+    def take(self) -> list[bytes]:
+        with self.lock:
+            made, self.made = self.made, []
+        return made
+
+
+class CountingTransport:
+    """A transport that records what is written to it, and passes everything on."""
+
+    def __init__(self, transport: Any, writes: Writes) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.add(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+@dataclass
+class Receiver:
+    port: int
+    writes: Writes
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+
+@pytest.fixture(params=HTTP_PARSERS)
+def receiver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Receiver]:
+    """payhook's app behind `payhook serve`'s protocol for each parser, in a thread."""
+    path = tmp_path / "payhook.toml"
+    path.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/payhook.db"\n\n[processing]\nworker = false\n\n'
+        f'[ingest]\nmax_body_bytes = 100000\n\n[tenants.{TENANT}]\nwebhook_secrets = ["{TEST_SECRET}"]\n'
+    )
+    app = create_app(load_config(path), plugins={}, migrate=True)
+    writes = Writes()
+    options = uvicorn_options(request.param, head_timeout=10.0, limit_concurrency=None)
+
+    class Counted(options.pop("http")):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(CountingTransport(transport, writes))
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", http=Counted, **options
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="receiver", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), what="the receiver to listen")
+    assert server.started
+    writes.take()
+    yield Receiver(port, writes)
+    server.should_exit = True
+    thread.join(30)
+
+
+def delivery(event_id: str) -> bytes:
+    """A signed delivery of a new event, as raw HTTP/1.1."""
+    event = load_event("payment_intent.succeeded")
+    event["id"] = event_id
+    body = json.dumps(event).encode()
+    return request("POST", f"/{TENANT}", body, signed_headers(body))
+
+
+def request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: payhook.test", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def read_answer(sock: socket.socket, buffered: bytearray, *, head_only: bool = False) -> bytes:
+    """One whole answer's bytes from `sock` (what is read past it stays in `buffered`)."""
+    while b"\r\n\r\n" not in buffered:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed mid-answer after {bytes(buffered)!r}"
+        buffered += chunk
+    head_end = buffered.index(b"\r\n\r\n") + 4
+    length = 0
+    for line in bytes(buffered[:head_end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    end = head_end if head_only else head_end + length
+    while len(buffered) < end:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed mid-body"
+        buffered += chunk
+    answer = bytes(buffered[:end])
+    del buffered[:end]
+    return answer
+
+
+def test_each_answer_to_a_delivery_is_one_write(receiver: Receiver) -> None:
+    buffered = bytearray()
+    with receiver.connect() as sock:
+        for number in range(3):  # one keep-alive connection
+            sock.sendall(delivery(f"evt_one_write_{number}"))
+            answer = read_answer(sock, buffered)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert answer.endswith(b'{"status":"ignored","event":"evt_one_write_%d"}' % number)
+            assert receiver.writes.take() == [answer]
+
+
+def test_an_error_answer_is_one_write(receiver: Receiver) -> None:
+    buffered = bytearray()
+    with receiver.connect() as sock:
+        sock.sendall(request("POST", f"/{TENANT}", b"{}", {"Stripe-Signature": "t=1,v1=00"}))
+        answer = read_answer(sock, buffered)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "stale_timestamp"
+        assert receiver.writes.take() == [answer]
+
+
+def test_a_body_too_large_is_answered_in_one_write_and_the_connection_closed(receiver: Receiver) -> None:
+    buffered = bytearray()
+    with receiver.connect() as sock:
+        sock.sendall(request("POST", f"/{TENANT}", b"x" * 100001))
+        answer = read_answer(sock, buffered)
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert sock.recv(65536) == b""  # closed: the rest of the body cannot be told from a request
+        assert receiver.writes.take() == [answer]
+
+
+def test_an_answer_without_a_body_goes_out_and_the_connection_still_serves(receiver: Receiver) -> None:
+    buffered = bytearray()
+    with receiver.connect() as sock:
+        sock.sendall(request("HEAD", "/healthz"))
+        head = read_answer(sock, buffered, head_only=True)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        sock.sendall(delivery("evt_after_head"))
+        answer = read_answer(sock, buffered)
+        assert answer.endswith(b'"event":"evt_after_head"}')
+        assert receiver.writes.take() == [head, answer]
+
+
+def test_pipelined_deliveries_are_answered_in_order_one_write_each(receiver: Receiver) -> None:
+    buffered = bytearray()
+    with receiver.connect() as sock:
+        sock.sendall(delivery("evt_pipelined_0") + delivery("evt_pipelined_1"))
+        first = read_answer(sock, buffered)
+        second = read_answer(sock, buffered)
+        assert first.endswith(b'"event":"evt_pipelined_0"}')
+        assert second.endswith(b'"event":"evt_pipelined_1"}')
+        assert receiver.writes.take() == [first, second]
+
+
+def test_100_continue_is_not_held_back(receiver: Receiver) -> None:
+    """A client that waits for "100 Continue" before its body gets it first, at once."""
+    raw = delivery("evt_continue")
+    head, body = raw.split(b"\r\n\r\n", 1)
+    buffered = bytearray()
+    with receiver.connect() as sock:
+        sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+        continued = read_answer(sock, buffered, head_only=True)
+        assert continued.startswith(b"HTTP/1.1 100 ")
+        sock.sendall(body)
+        answer = read_answer(sock, buffered)
+        assert answer.endswith(b'"event":"evt_continue"}')
+        assert receiver.writes.take() == [continued, answer]
