@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
+import orjson
+
 from payhook.plugins.types import Handler
 from payhook.store.eventlog import Delivery
 
@@ -101,7 +103,13 @@ def _check_id_and_type(event: dict[str, Any]) -> None:
 
 
 def _parse_object(body: bytes) -> tuple[dict[str, Any], str]:
-    """The body as a JSON object, and its text."""
+    """The body as a JSON object, and its text.
+
+    Read by orjson, which takes a few times less CPU than the standard library. Where both
+    read a text, the fields payhook uses come out the same; what differs is an integer past
+    64 bits, which orjson reads as a float: `created` is then unset either way, and the
+    `event_stored` observers get the standard library's reading (Payhook.event_stored).
+    """
     try:
         # Stripe sends UTF-8; the stored payload is this exact text.
         text = body.decode("utf-8")
@@ -110,9 +118,14 @@ def _parse_object(body: bytes) -> tuple[dict[str, Any], str]:
     if _nests_deeper_than(text, MAX_DEPTH):
         raise BadEvent("invalid_json", f"the body nests arrays and objects deeper than {MAX_DEPTH} levels")
     try:
-        event = json.loads(text, parse_constant=_refuse_constant)
-    except ValueError:
-        raise BadEvent("invalid_json", "the body is not JSON") from None
+        event = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # orjson refuses some of what the standard library reads (lone surrogates, numbers
+        # past a float's range): the standard library decides, as it always has.
+        try:
+            event = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError:
+            raise BadEvent("invalid_json", "the body is not JSON") from None
     if not isinstance(event, dict):
         raise BadEvent("not_an_event", 'the body is not a Stripe event (no "object": "event")')
     return event, text

@@ -19,7 +19,7 @@ from payhook.receive.envelope import (
     to_thin_delivery,
 )
 from payhook.receive.guards import check as check_guards
-from payhook.receive.observe import observe_delivery
+from payhook.receive.observe import Answer, observe_delivery
 from payhook.receive.verification import SignatureError, verify_signature
 from payhook.store.engine import StoreUnavailable
 from payhook.store.migrations import SchemaNotMigrated
@@ -38,8 +38,8 @@ CLOSE = {"Connection": "close"}
 SHOWN_NAME_LENGTH = 64
 
 
-def error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+def error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> Answer:
+    return Answer({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
 def shown(name: str) -> str:
@@ -169,7 +169,7 @@ async def _receive(request: Request, *, thin: bool) -> Response:
         log.error("could not store event %s for %s: %s", delivery.stripe_event_id, slug, exc)
         return error(503, "store_unavailable", "the event store is unavailable; retry later")
     if result.status == "accepted":
-        payhook.event_stored(result, delivery, event, tenant)
+        payhook.event_stored(result, delivery, tenant)
     if delivery.lease is not None and result.status != "ignored":
         try:
             failed = await payhook.process_inline(result.event_id, delivery.lease)
@@ -189,7 +189,7 @@ async def _receive(request: Request, *, thin: bool) -> Response:
         body_out["rearmed"] = result.rearmed
     if delivery.ignored_reason is not None and result.status == "ignored":
         body_out["reason"] = delivery.ignored_reason
-    return JSONResponse(body_out)
+    return Answer(body_out)
 
 
 def _signed_by(body: bytes, signature: str | None, secrets: tuple[str, ...], tolerance: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -181,28 +182,28 @@ class Payhook:
         finally:
             await self.stop()
 
-    def event_stored(
-        self, result: IngestResult, delivery: Delivery, event: dict[str, Any], tenant: TenantConfig
-    ) -> None:
+    def event_stored(self, result: IngestResult, delivery: Delivery, tenant: TenantConfig) -> None:
         """After a new event committed: wake the worker, tell the tenant's observers."""
         # An inline request's runs are its own: nothing for the worker to claim.
         if self.worker is not None and result.runs and delivery.lease is None:
             self.worker.notify()
         if self._observers is None:
             return
-        stored = StoredEvent(
-            id=result.event_id,
-            tenant=delivery.tenant,
-            stripe_event_id=delivery.stripe_event_id,
-            type=delivery.type,
-            payload=event,
-            secret_index=delivery.secret_index,
-            runs=result.runs,
-        )
-        self._observers.submit(self._tell_observers, stored, tenant)
+        self._observers.submit(self._tell_observers, result, delivery, tenant)
 
-    def _tell_observers(self, stored: StoredEvent, tenant: TenantConfig) -> None:
+    def _tell_observers(self, result: IngestResult, delivery: Delivery, tenant: TenantConfig) -> None:
         try:
+            stored = StoredEvent(
+                id=result.event_id,
+                tenant=delivery.tenant,
+                stripe_event_id=delivery.stripe_event_id,
+                type=delivery.type,
+                # Read here, off the event loop, by the standard library: exactly the payload
+                # the handlers read (the receiver's faster parser reads big integers as floats).
+                payload=json.loads(delivery.payload),
+                secret_index=delivery.secret_index,
+                runs=result.runs,
+            )
             self.plugins.hooks_for(tenant).event_stored(event=stored, tenant=tenant)
         except Exception:
             # The event is committed and acknowledged; an observer cannot undo that.
