@@ -18,6 +18,7 @@ pytest_plugins = ["payhook.testing"]
 def pytest_configure(config: pytest.Config) -> None:
     # pytest-xdist registers it when installed; plain `pytest tests` must not warn either.
     config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker as its group")
+    config.addinivalue_line("markers", "browser: drives a real Chromium (left out by make test-fast)")
 
 
 @pytest.fixture(scope="session")

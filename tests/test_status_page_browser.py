@@ -33,6 +33,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 REQUIRE_ENV = "PAYHOOK_REQUIRE_CHROMIUM"
+# `make test-fast` leaves these out (`-m "not browser"`).
+pytestmark = pytest.mark.browser
 TOKEN = "browser-test-operator-token-0123"
 
 
