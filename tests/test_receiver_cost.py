@@ -6,6 +6,7 @@ count the writes they are given, which is what the system calls follow (one `sen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import uvicorn
 from payhook.config import load_config
-from payhook.receive.app import create_app
+from payhook.receive.app import PayhookApp, create_app
 from payhook.server.serving import HTTP_PARSERS, uvicorn_options
 from payhook.testing import TEST_SECRET, signed_headers, wait_until
 from payhook.testing.samples import load_event
@@ -203,3 +204,108 @@ def test_100_continue_is_not_held_back(receiver: Receiver) -> None:
         answer = read_answer(sock, buffered)
         assert answer.endswith(b'"event":"evt_continue"}')
         assert receiver.writes.take() == [continued, answer]
+
+
+# --- The direct route for deliveries answers exactly as Starlette's layers do ---------------
+
+
+class PassThrough:
+    """A host's middleware that does nothing: with it, every request takes Starlette's path."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def app_at(directory: Path, *, through_starlette: bool) -> PayhookApp:
+    directory.mkdir()
+    path = directory / "payhook.toml"
+    path.write_text(
+        f'[database]\nurl = "sqlite:///{directory}/payhook.db"\n\n[processing]\nworker = false\n\n'
+        f'[tenants.{TENANT}]\nwebhook_secrets = ["{TEST_SECRET}"]\n'
+    )
+    app = create_app(load_config(path), plugins={}, migrate=True)
+    if through_starlette:
+        app.add_middleware(PassThrough)
+    return app
+
+
+async def answer_of(
+    app: PayhookApp, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> list[Any]:
+    """The ASGI messages `app` sends for one request, and what it raised (or None); with no
+    `body`, reading it raises."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "state": {},
+    }
+    messages: list[Any] = [] if body is None else [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        if not messages:
+            raise RuntimeError("the connection broke")  # a crash inside the endpoint
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    try:
+        await app(scope, receive, send)
+    except Exception as exc:
+        return [*sent, repr(exc)]
+    return [*sent, None]
+
+
+def requests_to_answer() -> list[tuple[str, str, bytes, dict[str, str]]]:
+    event = load_event("payment_intent.succeeded")
+    event["id"] = "evt_direct_route"
+    body = json.dumps(event).encode()
+    signed = {"Content-Type": "application/json", **signed_headers(body)}
+    return [
+        ("POST", f"/{TENANT}", body, signed),
+        ("POST", f"/{TENANT}", body, signed),  # a duplicate
+        ("POST", f"/{TENANT}/thin", body, signed),  # no thin secrets
+        ("POST", "/nobody", body, signed),
+        ("POST", "/healthz", body, signed),  # a reserved name: a wrong method, not a tenant
+        ("POST", f"/{TENANT}/", body, signed),
+        ("POST", f"/{TENANT}/thin/more", body, signed),
+        ("POST", f"/{TENANT}/thick", body, signed),
+        ("GET", f"/{TENANT}", b"", {}),
+        ("POST", f"/{TENANT}", body, {"Stripe-Signature": "t=1,v1=00"}),
+        ("POST", f"/{TENANT}", b"x" * 10, {"Content-Length": "x"}),
+    ]
+
+
+def test_deliveries_are_answered_alike_with_and_without_starlettes_layers(tmp_path: Path) -> None:
+    direct = app_at(tmp_path / "direct", through_starlette=False)
+    layered = app_at(tmp_path / "layered", through_starlette=True)
+
+    async def both() -> None:
+        async with direct.payhook.lifespan(), layered.payhook.lifespan():
+            for method, path, body, headers in requests_to_answer():
+                expected = await answer_of(layered, method, path, body, headers)
+                assert await answer_of(direct, method, path, body, headers) == expected, (method, path)
+            # A crash inside the endpoint: the same 500 answer, and raised for the server's log.
+            method, path, body, headers = requests_to_answer()[0]
+            crashed = await answer_of(layered, method, path, None, headers)
+            assert crashed[0]["status"] == 500
+            assert crashed[-1] == "RuntimeError('the connection broke')"
+            assert await answer_of(direct, method, path, None, headers) == crashed
+
+    asyncio.run(both())
+    assert direct._deliveries_direct is True
+    assert layered._deliveries_direct is False

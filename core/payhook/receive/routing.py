@@ -20,7 +20,7 @@ from starlette.types import Scope
 from payhook.config import RESERVED_SLUGS
 from payhook.receive.ingest import error
 
-__all__ = ["JSON_ERROR_HANDLERS", "TenantRoute"]
+__all__ = ["JSON_ERROR_HANDLERS", "TenantRoute", "server_error"]
 
 
 class TenantRoute(Route):
