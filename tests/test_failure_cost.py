@@ -185,7 +185,7 @@ class ReadCallWrite:
             tries = self.tries[event.id] = self.tries.get(event.id, 0) + 1
         seen = ctx.session.execute(text("SELECT count(*) FROM testing_effect")).scalar_one()
         if self.ask == "fetch_latest":
-            status = ctx.fetch_latest().status
+            status = ctx.fetch_latest()["status"]
         else:
             status = ctx.stripe.v1.payment_intents.retrieve(event.data.object.id).status
             assert isinstance(ctx.stripe, stripe.StripeClient)
@@ -240,7 +240,7 @@ def test_a_retry_after_a_failure_asks_stripe_afresh(
             register(PI_SUCCEEDED, self.handle, name="handle")
 
         def handle(self, event: Any, ctx: HandlerContext) -> None:
-            seen.append(ctx.fetch_latest().status)
+            seen.append(ctx.fetch_latest()["status"])
             if len(seen) == 1:
                 raise RuntimeError("ledger down")
 
