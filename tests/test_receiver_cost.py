@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from payhook import hookimpl
 from payhook.config import load_config
 from payhook.receive.app import PayhookApp, create_app
 from payhook.server.serving import HTTP_PARSERS, uvicorn_options
@@ -161,7 +162,9 @@ def test_an_error_answer_is_one_write(receiver: Receiver) -> None:
 def test_a_body_too_large_is_answered_in_one_write_and_the_connection_closed(receiver: Receiver) -> None:
     buffered = bytearray()
     with receiver.connect() as sock:
-        sock.sendall(request("POST", f"/{TENANT}", b"x" * 100001))
+        # Only the head: the declared length is enough for the answer, and a body left unread
+        # would make the close a reset that can discard the answer before it is read.
+        sock.sendall(request("POST", f"/{TENANT}", b"x" * 100001).split(b"\r\n\r\n")[0] + b"\r\n\r\n")
         answer = read_answer(sock, buffered)
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert sock.recv(65536) == b""  # closed: the rest of the body cannot be told from a request
@@ -309,3 +312,66 @@ def test_deliveries_are_answered_alike_with_and_without_starlettes_layers(tmp_pa
     asyncio.run(both())
     assert direct._deliveries_direct is True
     assert layered._deliveries_direct is False
+
+
+# --- The fast JSON reader: the answers and the stored fields of the standard library -------
+
+
+def event_text(event_id: str, name: str, value: str) -> bytes:
+    """A real event's JSON with member `name` set to `value` as written (what json.dumps
+    refuses to write, too)."""
+    event = load_event("payment_intent.succeeded")
+    event["id"] = event_id
+    event.pop(name, None)
+    return (f'{{"{name}": {value}, ' + json.dumps(event)[1:]).encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "answer"),
+    [
+        ("amount_big", "1180591620717411303424", "ignored"),  # 2**70: orjson reads a float
+        ("amount_huge", "1e400", "ignored"),  # orjson refuses it; the standard library reads inf
+        ("note", '"\\ud800"', "ignored"),  # a lone surrogate outside the stored fields
+        ("amount", "NaN", "invalid_json"),
+        ("amount", "Infinity", "invalid_json"),
+    ],
+)
+def test_bodies_orjson_reads_differently_get_the_standard_librarys_answer(
+    make_payhook: Any, name: str, value: str, answer: str
+) -> None:
+    harness = make_payhook({})
+    body = event_text("evt_reader", name, value)
+    response = harness.deliver(body)
+    assert response.json().get("status", response.json().get("error")) == answer
+    stored = [event.payload for event in harness.events()]
+    assert stored == ([body.decode()] if answer == "ignored" else [])  # stored, no plugin: ignored
+
+
+@pytest.mark.parametrize("created", ["1180591620717411303424", "-1180591620717411303424", "1e400", "1.5"])
+def test_a_created_no_store_can_hold_is_unset_whichever_parser_read_it(
+    make_payhook: Any, created: str
+) -> None:
+    harness = make_payhook({})
+    body = event_text("evt_created", "created", created)
+    assert harness.deliver(body).json()["status"] == "ignored"
+    assert [event.created for event in harness.events()] == [None]
+
+
+def test_observers_get_the_payload_as_the_standard_library_reads_it(make_payhook: Any) -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Observer:
+        @hookimpl
+        def register_handlers(self, register: Any) -> None:
+            register("payment_intent.succeeded", lambda event, ctx: None, name="noop")  # a run: accepted
+
+        @hookimpl
+        def event_stored(self, event: Any, tenant: Any) -> None:
+            seen.append(event.payload)
+
+    harness = make_payhook({"observer": Observer()}, tenants={"test": {"plugins": ["observer"]}})
+    body = event_text("evt_observed", "amount_big", "1180591620717411303424")
+    assert harness.deliver(body).json()["status"] == "accepted"
+    wait_until(lambda: len(seen) == 1, what="the observer")
+    assert seen[0] == json.loads(body)
+    assert seen[0]["amount_big"] == 2**70 and isinstance(seen[0]["amount_big"], int)
