@@ -20,9 +20,11 @@ import uvicorn
 from payhook import hookimpl
 from payhook.config import load_config
 from payhook.receive.app import PayhookApp, create_app
+from payhook.receive.observe import Answer
 from payhook.server.serving import HTTP_PARSERS, uvicorn_options
 from payhook.testing import TEST_SECRET, signed_headers, wait_until
 from payhook.testing.samples import load_event
+from starlette.responses import JSONResponse
 
 from .processes import free_port
 
@@ -375,3 +377,24 @@ def test_observers_get_the_payload_as_the_standard_library_reads_it(make_payhook
     wait_until(lambda: len(seen) == 1, what="the observer")
     assert seen[0] == json.loads(body)
     assert seen[0]["amount_big"] == 2**70 and isinstance(seen[0]["amount_big"], int)
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "headers"),
+    [
+        ({"status": "accepted", "event": "evt_1"}, 200, None),
+        ({"error": "unknown_tenant", "detail": "no tenant 'ü\\n\"x' is configured…"}, 404, None),
+        ({"error": "body_too_large", "detail": "the body exceeds 10 bytes"}, 413, {"Connection": "close"}),
+        ({"error": "method_not_allowed", "detail": "this path answers POST"}, 405, {"Allow": "POST"}),
+    ],
+)
+def test_an_answer_is_byte_for_byte_starlettes_json_response(
+    content: dict[str, Any], status: int, headers: dict[str, str] | None
+) -> None:
+    answer, expected = Answer(content, status, headers), JSONResponse(content, status, headers)
+    assert (answer.status_code, answer.raw_headers, answer.body) == (
+        expected.status_code,
+        expected.raw_headers,
+        expected.body,
+    )
+    assert answer.content == content
