@@ -379,6 +379,30 @@ def test_observers_get_the_payload_as_the_standard_library_reads_it(make_payhook
     assert seen[0]["amount_big"] == 2**70 and isinstance(seen[0]["amount_big"], int)
 
 
+def test_an_observer_no_tenant_enables_costs_a_delivery_nothing(make_payhook: Any) -> None:
+    seen: list[str] = []
+
+    class Observer:
+        @hookimpl
+        def event_stored(self, event: Any, tenant: Any) -> None:
+            seen.append(event.stripe_event_id)
+
+    class Handlers:
+        @hookimpl
+        def register_handlers(self, register: Any) -> None:
+            register("payment_intent.succeeded", lambda event, ctx: None, name="noop")
+
+    # Installed, enabled by no tenant: no StoredEvent is built, no observers' thread started.
+    harness = make_payhook(
+        {"observer": Observer(), "handlers": Handlers()}, tenants={"test": {"plugins": ["handlers"]}}
+    )
+    for number in range(3):
+        body = event_text(f"evt_unobserved_{number}", "amount", "1")
+        assert harness.deliver(body).json()["status"] == "accepted"
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("payhook-observers")]
+    assert seen == []
+
+
 @pytest.mark.parametrize(
     ("content", "status", "headers"),
     [

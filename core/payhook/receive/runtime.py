@@ -63,7 +63,14 @@ class Payhook:
         self._observers: ThreadPoolExecutor | None = None
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        self._notify_stored = bool(self.plugins.hook.event_stored.get_hookimpls())
+        # Only deliveries to a tenant that enabled an `event_stored` observer are handed to the
+        # observers' thread: an installed plugin no tenant enables costs nothing per delivery.
+        self._observed_tenants = frozenset(
+            name
+            for name, tenant in config.tenants.items()
+            if self.plugins.hooks_for(tenant).event_stored.get_hookimpls()
+        )
+        self._notify_stored = bool(self._observed_tenants)
         # Set by create_app: this runtime answers deliveries (the `payhook worker` one does not).
         self.receives = False
         self._last_delivery = 0.0
@@ -187,7 +194,7 @@ class Payhook:
         # An inline request's runs are its own: nothing for the worker to claim.
         if self.worker is not None and result.runs and delivery.lease is None:
             self.worker.notify()
-        if self._observers is None:
+        if self._observers is None or delivery.tenant not in self._observed_tenants:
             return
         self._observers.submit(self._tell_observers, result, delivery, tenant)
 
