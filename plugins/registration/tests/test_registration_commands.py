@@ -186,6 +186,8 @@ REFUSED = [
 ]
 
 
+# Nine `payhook` process starts in turn: on two busy cores each may take seconds.
+@pytest.mark.timeout(180)
 def test_a_refused_order_is_not_stored(config: str) -> None:
     # One database for every case (each `payhook` run is a process start): the cases are
     # checked in turn, and the store must hold only the first order after all of them.
