@@ -83,7 +83,7 @@ $(VENV)/.test-fast: $(BIN)/payhook pyproject.toml tests/payhook_testplugin/pypro
 	touch $@
 
 test-fast: $(VENV)/.test-fast
-	$(BIN)/python -m pytest -n $${PAYHOOK_TEST_WORKERS:-auto} --dist loadgroup -m "not browser" -p no:cacheprovider
+	$(BIN)/python -m pytest -n $${PAYHOOK_TEST_WORKERS:-auto} --dist worksteal -m "not browser" -p no:cacheprovider
 
 lint: $(BIN)/uv
 	$(TOX_ENV) $(BIN)/tox run -e lint $(TOX_DISCOVER)

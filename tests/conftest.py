@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +17,23 @@ pytest_plugins = ["payhook.testing"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # pytest-xdist registers it when installed; plain `pytest tests` must not warn either.
-    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker as its group")
     config.addinivalue_line("markers", "browser: drives a real Chromium (left out by make test-fast)")
 
 
 @pytest.fixture(scope="session")
 def mypy_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One mypy cache for the session's type checks.
+    """One mypy cache for the session's type checks, on every xdist worker.
 
     mypy spends most of a cold run on the standard library and the dependencies; with a shared
-    cache only the first check pays for them (each check still reads its own sources afresh).
+    cache only the first checks pay for them (each still reads its own sources afresh). Workers
+    may write it at once: mypy writes each cache file to a temporary name and renames it.
     """
-    return tmp_path_factory.mktemp("mypy-cache")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    path = root / "mypy-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture

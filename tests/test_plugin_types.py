@@ -14,15 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from .xdist_groups import TYPECHECK
-
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted(str(path) for path in ROOT.glob("plugins/*/src"))
 
 
 @pytest.mark.skipif(find_spec("mypy") is None, reason="mypy is not installed here (tox -e lint has it)")
 @pytest.mark.timeout(300)
-@pytest.mark.xdist_group(TYPECHECK)
 def test_the_bundled_plugins_are_mypy_strict_clean(mypy_cache_dir: Path) -> None:
     assert SOURCES, "no bundled plugins found"
     result = subprocess.run(
@@ -113,7 +110,6 @@ def register_handlers(register: Register) -> None:
 
 @pytest.mark.skipif(find_spec("mypy") is None, reason="mypy is not installed here (tox -e lint has it)")
 @pytest.mark.timeout(300)
-@pytest.mark.xdist_group(TYPECHECK)
 def test_a_plugin_typed_as_the_docs_show_is_mypy_strict_clean_and_its_mistakes_are_caught(
     tmp_path: Path, mypy_cache_dir: Path
 ) -> None:

@@ -16,8 +16,6 @@ from payhook.cli import main
 from payhook.plugins.scaffold import render
 from payhook.testing import postgres_admin_url, postgres_problem
 
-from .xdist_groups import TYPECHECK
-
 # Names of every shape: lines that hold the name must stay formatted at 40 characters.
 NAMES = ["badges", "badge-printer", "b" + "a" * 39]
 
@@ -156,7 +154,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[bool], tupl
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xdist_group(TYPECHECK)
 @pytest.mark.parametrize("with_table", [False, True], ids=["plain", "with-table"])
 def test_the_generated_package_installs_and_its_own_tests_pass_on_both_stores(
     installed: Callable[[bool], tuple[Path, Path]], with_table: bool
@@ -182,7 +179,6 @@ def test_the_generated_package_installs_and_its_own_tests_pass_on_both_stores(
 
 @pytest.mark.skipif(find_spec("mypy") is None, reason="mypy is not installed here (tox -e lint has it)")
 @pytest.mark.timeout(300)
-@pytest.mark.xdist_group(TYPECHECK)
 @pytest.mark.parametrize("with_table", [False, True], ids=["plain", "with-table"])
 def test_the_generated_package_is_mypy_strict_clean(
     installed: Callable[[bool], tuple[Path, Path]], with_table: bool, mypy_cache_dir: Path
