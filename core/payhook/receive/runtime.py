@@ -70,7 +70,6 @@ class Payhook:
             for name, tenant in config.tenants.items()
             if self.plugins.hooks_for(tenant).event_stored.get_hookimpls()
         )
-        self._notify_stored = bool(self._observed_tenants)
         # Set by create_app: this runtime answers deliveries (the `payhook worker` one does not).
         self.receives = False
         self._last_delivery = 0.0
@@ -134,7 +133,7 @@ class Payhook:
         self.plugins.hook.startup(host=self.plugins)
         self.store.start_maintenance()
         self.writer.start()
-        if self._notify_stored:
+        if self._observed_tenants:
             # event_stored observers run here, in order, off the event loop.
             self._observers = ThreadPoolExecutor(1, thread_name_prefix="payhook-observers")
         if self.run_worker:
